@@ -1,0 +1,30 @@
+/// @file
+/// @brief The one header to include: everything hugezero offers.
+///
+/// @mainpage hugezero
+/// hugezero pre-zeroes Linux hugetlb huge pages off a VM's critical path: through the proposed
+/// `zeroable_hugepages` kernel ABI when the kernel has it, through a pool of memory allocated
+/// (hence zeroed) ahead of time on stock kernels, and by parallel NUMA-pinned prefault when
+/// nothing was prepared. Start with hugezero::machine; see docs/design.md for the layers.
+#ifndef HUGEZERO_HUGEZERO_HPP
+#define HUGEZERO_HUGEZERO_HPP
+
+#include <hugezero/version.hpp>
+
+#include <hugezero/cpu_set.hpp>
+#include <hugezero/error.hpp>
+#include <hugezero/hstate.hpp>
+#include <hugezero/node_id.hpp>
+#include <hugezero/page_size.hpp>
+
+#include <hugezero/backend.hpp>
+#include <hugezero/sim/backend.hpp>
+#include <hugezero/sim/builder.hpp>
+#include <hugezero/sim/kernel.hpp>
+#include <hugezero/sim/sysfs_view.hpp>
+#include <hugezero/sysfs_backend.hpp>
+
+#include <hugezero/machine.hpp>
+#include <hugezero/topology.hpp>
+
+#endif
