@@ -27,4 +27,16 @@
 #include <hugezero/machine.hpp>
 #include <hugezero/topology.hpp>
 
+#include <hugezero/policy.hpp>
+#include <hugezero/service.hpp>
+#include <hugezero/statistics.hpp>
+#include <hugezero/thread_settings.hpp>
+#include <hugezero/watcher.hpp>
+#include <hugezero/zeroing.hpp>
+#include <hugezero/zeroing_request.hpp>
+
+/// @namespace hugezero
+/// @brief Everything public in hugezero. Internals live in the nested `detail` namespace and may
+/// change without notice.
+
 #endif

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include <hugezero/backend.hpp>
+#include <hugezero/detail/ledger.hpp>
 #include <hugezero/detail/parse.hpp>
 #include <hugezero/detail/sysfs_paths.hpp>
 #include <hugezero/error.hpp>
@@ -71,6 +73,8 @@ public:
             throw std::invalid_argument("hugezero: machine needs a backend, got a null pointer");
         state_->topology = hugezero::topology::discover(*source);
         state_->source = std::move(source);
+        for (const hstate& h : state_->topology.hstates())
+            state_->ledgers.emplace(h, std::make_unique<detail::hstate_ledger>());
     }
 
     /// Where the state comes from.
@@ -151,10 +155,22 @@ public:
         return out;
     }
 
+    /// @cond INTERNAL
+    // The claim ledger every hugezero writer of @p h on this machine shares (detail/ledger.hpp).
+    [[nodiscard]] detail::hstate_ledger& ledger(const hstate& h) const
+    {
+        const auto it = state_->ledgers.find(h);
+        if (it == state_->ledgers.end())
+            (void)topology().info(h); // throws the explanatory std::invalid_argument
+        return *state_->ledgers.at(h);
+    }
+    /// @endcond
+
 private:
     struct shared {
         std::shared_ptr<hugezero::backend> source;
         hugezero::topology topology;
+        std::map<hstate, std::unique_ptr<detail::hstate_ledger>> ledgers; // fixed after construction
     };
     std::shared_ptr<shared> state_;
 };

@@ -1,0 +1,88 @@
+/// @file
+/// @brief The per-hstate ledger that keeps hugezero's own writers from claiming the same pages.
+#ifndef HUGEZERO_DETAIL_LEDGER_HPP
+#define HUGEZERO_DETAIL_LEDGER_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+namespace hugezero::detail {
+
+/// Coordinates every writer of one hstate within one hugezero::machine.
+///
+/// Why: the kernel lets concurrent writers share the work page by page, so a write of `x` that
+/// races another write may end with fewer than `x` pages done and still succeed. If hugezero's
+/// writers never ask together for more than the zeroable count, a write that succeeds without
+/// having been signalled did exactly `x` pages: counts stay exact. So each write first claims
+/// its pages here, net of pages claimed by writes still in flight.
+///
+/// Writes whose outcome is unknown (interrupted, or signalled and then successful) are settled
+/// from the counter, but only when no other claim is in flight: then the drop of the counter
+/// since the first claim of that busy period, minus the pages known exactly, is what the
+/// uncertain writes did together (exact unless consumers allocated or released pages of the
+/// hstate in the meantime). That amount is credited to the writer that ends the busy period.
+class hstate_ledger {
+public:
+    /// Claims up to @p want of the @p zeroable pages just read; 0 means every zeroable page is
+    /// already claimed by writes in flight.
+    std::uint64_t claim(std::uint64_t zeroable, std::uint64_t want)
+    {
+        const std::lock_guard lock(mutex_);
+        const std::uint64_t unclaimed = zeroable > outstanding_ ? zeroable - outstanding_ : 0;
+        const std::uint64_t pages = std::min(want, unclaimed);
+        if (pages == 0)
+            return 0;
+        if (in_flight_ == 0) {
+            baseline_ = zeroable;
+            exact_since_baseline_ = 0;
+            uncertain_ = false;
+        }
+        ++in_flight_;
+        outstanding_ += pages;
+        return pages;
+    }
+
+    /// Ends a claim of @p claimed pages whose write did exactly @p done pages, or an unknown
+    /// number (std::nullopt). @p read_zeroable reads the counter; it is called only to settle
+    /// uncertain writes. Returns the pages to credit to the caller.
+    template <class ReadZeroable>
+    std::uint64_t settle(std::uint64_t claimed, std::optional<std::uint64_t> done, ReadZeroable&& read_zeroable)
+    {
+        const std::lock_guard lock(mutex_);
+        outstanding_ -= claimed;
+        --in_flight_;
+        std::uint64_t credited = 0;
+        if (done) {
+            exact_since_baseline_ += *done;
+            credited = *done;
+        } else {
+            uncertain_ = true;
+        }
+        if (in_flight_ == 0 && uncertain_) {
+            uncertain_ = false;
+            std::uint64_t now = baseline_;
+            try {
+                now = read_zeroable();
+            } catch (...) {
+                // The caller's next read reports the error; credit nothing rather than guess.
+            }
+            const std::uint64_t known = now + exact_since_baseline_;
+            credited += baseline_ > known ? baseline_ - known : 0;
+        }
+        return credited;
+    }
+
+private:
+    std::mutex mutex_;
+    std::uint64_t outstanding_ = 0;
+    unsigned in_flight_ = 0;
+    std::uint64_t baseline_ = 0;
+    std::uint64_t exact_since_baseline_ = 0;
+    bool uncertain_ = false;
+};
+
+} // namespace hugezero::detail
+
+#endif

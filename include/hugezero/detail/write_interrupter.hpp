@@ -1,0 +1,182 @@
+/// @file
+/// @brief Cutting short a write() blocked in the kernel: the cancellation signal's handler and
+/// the per-thread interrupter. The one place in hugezero that deals with signals.
+#ifndef HUGEZERO_DETAIL_WRITE_INTERRUPTER_HPP
+#define HUGEZERO_DETAIL_WRITE_INTERRUPTER_HPP
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hugezero/detail/signal_counter.hpp>
+#include <hugezero/error.hpp>
+
+namespace hugezero::detail {
+
+// Why a signal at all: a thread blocked in write() on zeroable_hugepages leaves the kernel only
+// when the request is done or a signal is pending (ABI.md §3). A handler without SA_RESTART
+// turns -ERESTARTSYS into EINTR; the kernel checks between pages, so the write ends at a page
+// boundary.
+
+inline void cancel_signal_handler(int) noexcept { note_cancel_signal(); }
+
+/// "SIGURG (23)" for messages (sigabbrev_np is thread-safe, unlike strsignal).
+inline std::string signal_name(int signo)
+{
+    const char* abbreviation = ::sigabbrev_np(signo);
+    return (abbreviation != nullptr ? std::string("SIG") + abbreviation + " (" : std::string("signal (")) + std::to_string(signo)
+           + ")";
+}
+
+/// Makes sure @p signo has hugezero's no-op handler (without `SA_RESTART`), installing it if the
+/// signal has its default disposition. It is left installed for the life of the process: the
+/// handler does nothing but count, and removing it could let a late re-sent signal take the
+/// default action.
+/// @throws std::system_error (`EBUSY`) if the application already set a disposition for
+/// @p signo: hugezero never replaces an application's handler.
+inline void install_cancel_handler(int signo)
+{
+    static std::mutex mutex;
+    const std::lock_guard lock(mutex);
+    struct sigaction current {};
+    if (::sigaction(signo, nullptr, &current) != 0)
+        throw errno_error("query the disposition of cancellation signal " + std::to_string(signo));
+    const bool ours = (current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == &cancel_signal_handler;
+    if (ours)
+        return;
+    if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL)
+        throw system_error(EBUSY, "use signal " + signal_name(signo)
+                                      + " to cancel zeroing: the application already set its disposition, and "
+                                        "hugezero never replaces it; choose another signal in "
+                                        "zeroing_options::cancel_signal, or use cancellation::chunked");
+    struct sigaction action {};
+    action.sa_handler = &cancel_signal_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; // no SA_RESTART: the blocked write must fail with EINTR
+    if (::sigaction(signo, &action, nullptr) != 0)
+        throw errno_error("install the handler of cancellation signal " + std::to_string(signo));
+}
+
+/// Interrupts the writes of the thread that created it, on request from any thread.
+///
+/// The race ABI.md §3 warns about: a signal sent just before the worker enters write() is
+/// handled and forgotten, and the write then blocks for its whole length. So a request does not
+/// send one signal: it arms a per-thread POSIX timer that re-sends the signal every
+/// `resend_period` to that thread until the write returns (the worker disarms it). A flag
+/// checked before each write covers requests that come between writes.
+///
+/// Create it in the thread whose writes it interrupts; destroy it in the same thread.
+class write_interrupter {
+public:
+    /// How often the signal is re-sent while a cancelled write is still in the kernel.
+    static constexpr long resend_period_ns = 1'000'000;
+
+    /// Prepares the calling thread: hugezero's handler on @p signo, @p signo unblocked in this
+    /// thread (it may be blocked in the thread that created this one), and a timer that
+    /// delivers @p signo to this thread only.
+    /// @throws std::system_error as install_cancel_handler(), or if the timer cannot be created.
+    explicit write_interrupter(int signo) : signo_(signo)
+    {
+        install_cancel_handler(signo);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, signo);
+        if (const int rc = ::pthread_sigmask(SIG_UNBLOCK, &set, &saved_mask_); rc != 0)
+            throw system_error(rc, "unblock cancellation signal " + std::to_string(signo));
+        sigevent event{};
+        event.sigev_notify = SIGEV_THREAD_ID;
+        event.sigev_signo = signo;
+        event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+        if (::timer_create(CLOCK_MONOTONIC, &event, &timer_) != 0) {
+            const int error = errno;
+            ::pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+            throw system_error(error, "create the timer that re-sends cancellation signal " + std::to_string(signo));
+        }
+    }
+    write_interrupter(const write_interrupter&) = delete;
+    write_interrupter& operator=(const write_interrupter&) = delete;
+    ~write_interrupter()
+    {
+        ::timer_delete(timer_);
+        ::pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+    }
+
+    /// From any thread: interrupt the current write, and refuse further ones until reset().
+    /// Never blocks for long (a short lock shared only with begin/end_write).
+    void request() noexcept
+    {
+        const std::lock_guard lock(mutex_);
+        requested_.store(true);
+        if (in_write_ && !armed_)
+            arm(true);
+    }
+
+    /// Whether an interruption was requested and not reset.
+    [[nodiscard]] bool requested() const noexcept { return requested_.load(); }
+
+    /// Clears a request (to resume after a pause). From any thread.
+    void reset() noexcept
+    {
+        const std::lock_guard lock(mutex_);
+        requested_.store(false);
+    }
+
+    /// Called by the owning thread just before write(): false means "do not write, an
+    /// interruption was requested".
+    [[nodiscard]] bool begin_write() noexcept
+    {
+        const std::lock_guard lock(mutex_);
+        if (requested_.load())
+            return false;
+        in_write_ = true;
+        return true;
+    }
+
+    /// Called by the owning thread when write() returned. Returns whether signals were sent
+    /// during the write (so a success may hide partial progress).
+    bool end_write() noexcept
+    {
+        const std::lock_guard lock(mutex_);
+        in_write_ = false;
+        const bool signalled = armed_;
+        if (armed_)
+            arm(false);
+        return signalled;
+    }
+
+    /// The signal this interrupter sends.
+    [[nodiscard]] int signal_number() const noexcept { return signo_; }
+
+private:
+    void arm(bool on) noexcept
+    {
+        itimerspec spec{};
+        if (on) {
+            spec.it_value.tv_nsec = 1; // now
+            spec.it_interval.tv_nsec = resend_period_ns;
+        }
+        ::timer_settime(timer_, 0, &spec, nullptr);
+        armed_ = on;
+    }
+
+    int signo_;
+    sigset_t saved_mask_{};
+    timer_t timer_{};
+    std::mutex mutex_;
+    std::atomic<bool> requested_{false};
+    bool in_write_ = false; // under mutex_
+    bool armed_ = false;    // under mutex_
+};
+
+} // namespace hugezero::detail
+
+#endif
