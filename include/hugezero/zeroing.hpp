@@ -20,7 +20,7 @@
 
 #include <hugezero/backend.hpp>
 #include <hugezero/detail/ledger.hpp>
-#include <hugezero/detail/write_interrupter.hpp>
+#include <hugezero/detail/interrupter.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/machine.hpp>
@@ -167,7 +167,7 @@ public:
           batch_(options.batch_pages(h.size)), writer_(machine_.backend().open_writer(path_))
     {
         if (options.cancel == cancellation::signal)
-            interrupter_ = std::make_unique<write_interrupter>(options.cancel_signal);
+            interrupter_ = std::make_unique<interrupter>(options.cancel_signal);
     }
 
     /// Stops the current write (in signal mode) and refuses further writes until resume().
@@ -205,7 +205,7 @@ public:
             result.what = step::outcome::nothing_to_claim;
             return result;
         }
-        if (interrupted_.load() || (interrupter_ && !interrupter_->begin_write())) {
+        if (interrupted_.load() || (interrupter_ && !interrupter_->begin_call())) {
             (void)ledger_.settle(result.claimed, std::uint64_t{0}, [] { return std::uint64_t{0}; });
             result.what = step::outcome::stopped;
             return result;
@@ -214,7 +214,7 @@ public:
         const auto start = std::chrono::steady_clock::now();
         const write_outcome outcome = writer_->write(request);
         result.duration = std::chrono::steady_clock::now() - start;
-        result.signalled = interrupter_ && interrupter_->end_write();
+        result.signalled = interrupter_ && interrupter_->end_call();
         result.error = outcome.error;
         // Only an unsignalled, complete success proves exactly `claimed` pages were zeroed;
         // an unsignalled EINVAL proves none were (the range check precedes any work).
@@ -235,7 +235,7 @@ private:
     hstate_ledger& ledger_;
     std::uint64_t batch_;
     std::unique_ptr<attribute_writer> writer_;
-    std::unique_ptr<write_interrupter> interrupter_;
+    std::unique_ptr<interrupter> interrupter_;
     std::atomic<bool> interrupted_{false};
 };
 

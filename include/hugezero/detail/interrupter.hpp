@@ -1,8 +1,9 @@
 /// @file
-/// @brief Cutting short a write() blocked in the kernel: the cancellation signal's handler and
-/// the per-thread interrupter. The one place in hugezero that deals with signals.
-#ifndef HUGEZERO_DETAIL_WRITE_INTERRUPTER_HPP
-#define HUGEZERO_DETAIL_WRITE_INTERRUPTER_HPP
+/// @brief Cutting short a system call blocked in the kernel (a zeroing write(), a pool's
+/// fallocate()): the cancellation signal's handler and the per-thread interrupter. The one
+/// place in hugezero that deals with signals.
+#ifndef HUGEZERO_DETAIL_INTERRUPTER_HPP
+#define HUGEZERO_DETAIL_INTERRUPTER_HPP
 
 #include <atomic>
 #include <cerrno>
@@ -22,10 +23,10 @@
 
 namespace hugezero::detail {
 
-// Why a signal at all: a thread blocked in write() on zeroable_hugepages leaves the kernel only
-// when the request is done or a signal is pending (ABI.md §3). A handler without SA_RESTART
-// turns -ERESTARTSYS into EINTR; the kernel checks between pages, so the write ends at a page
-// boundary.
+// Why a signal at all: a thread blocked in write() on zeroable_hugepages, or in fallocate() on a
+// hugetlb file, leaves the kernel only when the call is done or a signal is pending (ABI.md §3,
+// §4). A handler without SA_RESTART turns -ERESTARTSYS into EINTR; the kernel checks between
+// pages, so the call ends at a page boundary.
 
 inline void cancel_signal_handler(int) noexcept { note_cancel_signal(); }
 
@@ -66,25 +67,27 @@ inline void install_cancel_handler(int signo)
         throw errno_error("install the handler of cancellation signal " + std::to_string(signo));
 }
 
-/// Interrupts the writes of the thread that created it, on request from any thread.
+/// Interrupts the blocking calls (write, fallocate) of the thread that created it, on request
+/// from any thread.
 ///
-/// The race ABI.md §3 warns about: a signal sent just before the worker enters write() is
-/// handled and forgotten, and the write then blocks for its whole length. So a request does not
+/// The race ABI.md §3 warns about: a signal sent just before the worker enters the call is
+/// handled and forgotten, and the call then blocks for its whole length. So a request does not
 /// send one signal: it arms a per-thread POSIX timer that re-sends the signal every
-/// `resend_period` to that thread until the write returns (the worker disarms it). A flag
-/// checked before each write covers requests that come between writes.
+/// `resend_period_ns` to that thread until the call returns (the worker disarms it). A flag
+/// checked before each call covers requests that come between calls.
 ///
-/// Create it in the thread whose writes it interrupts; destroy it in the same thread.
-class write_interrupter {
+/// Usage, in the worker: `if (!i.begin_call()) stop; rc = write(...); bool hit = i.end_call();`
+/// Create it in the thread whose calls it interrupts; destroy it in the same thread.
+class interrupter {
 public:
-    /// How often the signal is re-sent while a cancelled write is still in the kernel.
+    /// How often the signal is re-sent while an interrupted call is still in the kernel.
     static constexpr long resend_period_ns = 1'000'000;
 
     /// Prepares the calling thread: hugezero's handler on @p signo, @p signo unblocked in this
     /// thread (it may be blocked in the thread that created this one), and a timer that
     /// delivers @p signo to this thread only.
     /// @throws std::system_error as install_cancel_handler(), or if the timer cannot be created.
-    explicit write_interrupter(int signo) : signo_(signo)
+    explicit interrupter(int signo) : signo_(signo)
     {
         install_cancel_handler(signo);
         sigset_t set;
@@ -102,21 +105,21 @@ public:
             throw system_error(error, "create the timer that re-sends cancellation signal " + std::to_string(signo));
         }
     }
-    write_interrupter(const write_interrupter&) = delete;
-    write_interrupter& operator=(const write_interrupter&) = delete;
-    ~write_interrupter()
+    interrupter(const interrupter&) = delete;
+    interrupter& operator=(const interrupter&) = delete;
+    ~interrupter()
     {
         ::timer_delete(timer_);
         ::pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
     }
 
-    /// From any thread: interrupt the current write, and refuse further ones until reset().
-    /// Never blocks for long (a short lock shared only with begin/end_write).
+    /// From any thread: interrupt the current call, and refuse further ones until reset().
+    /// Never blocks for long (a short lock shared only with begin_call() and end_call()).
     void request() noexcept
     {
         const std::lock_guard lock(mutex_);
         requested_.store(true);
-        if (in_write_ && !armed_)
+        if (in_call_ && !armed_)
             arm(true);
     }
 
@@ -130,23 +133,23 @@ public:
         requested_.store(false);
     }
 
-    /// Called by the owning thread just before write(): false means "do not write, an
-    /// interruption was requested".
-    [[nodiscard]] bool begin_write() noexcept
+    /// Called by the owning thread just before the blocking call: false means "do not make
+    /// it, an interruption was requested".
+    [[nodiscard]] bool begin_call() noexcept
     {
         const std::lock_guard lock(mutex_);
         if (requested_.load())
             return false;
-        in_write_ = true;
+        in_call_ = true;
         return true;
     }
 
-    /// Called by the owning thread when write() returned. Returns whether signals were sent
-    /// during the write (so a success may hide partial progress).
-    bool end_write() noexcept
+    /// Called by the owning thread when the call returned. Returns whether signals were sent
+    /// during the call (so a success may hide partial progress).
+    bool end_call() noexcept
     {
         const std::lock_guard lock(mutex_);
-        in_write_ = false;
+        in_call_ = false;
         const bool signalled = armed_;
         if (armed_)
             arm(false);
@@ -173,7 +176,7 @@ private:
     timer_t timer_{};
     std::mutex mutex_;
     std::atomic<bool> requested_{false};
-    bool in_write_ = false; // under mutex_
+    bool in_call_ = false; // under mutex_
     bool armed_ = false;    // under mutex_
 };
 
