@@ -3,6 +3,7 @@
 #ifndef HUGEZERO_MACHINE_HPP
 #define HUGEZERO_MACHINE_HPP
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <map>

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -95,7 +96,8 @@ public:
     /// Stops the service (interrupting writes) and joins its threads.
     ~prezero_service() { stop(); }
 
-    /// Starts the watcher and the workers; they zero what is zeroable at once.
+    /// Starts the watcher and the workers; they zero what is zeroable at once. Returns once
+    /// every worker has applied its settings, so setting_failures() is complete by then.
     /// @throws std::logic_error if already running; std::system_error if the watcher cannot be
     /// set up or the cancellation signal belongs to the application.
     void start()
@@ -115,8 +117,10 @@ public:
             for (std::size_t i = 0; i < count; ++i)
                 slots_.push_back(std::make_unique<worker_slot>(*n));
         }
+        std::latch ready(static_cast<std::ptrdiff_t>(slots_.size()));
         for (auto& slot : slots_)
-            workers_.emplace_back([this, s = slot.get()](std::stop_token stop) { run_worker(stop, *s); });
+            workers_.emplace_back([this, s = slot.get(), &ready](std::stop_token stop) { run_worker(stop, *s, ready); });
+        ready.wait();
         watcher_thread_ = std::jthread([this, w = std::move(w)](std::stop_token stop) {
             w->run(stop, [this](const watch_event& e) { on_event(e); });
         });
@@ -281,7 +285,7 @@ private:
         return true;
     }
 
-    void run_worker(const std::stop_token& stop, worker_slot& slot)
+    void run_worker(const std::stop_token& stop, worker_slot& slot, std::latch& started)
     {
         node_work& node = slot.node;
         thread_settings settings = options_.thread;
@@ -311,6 +315,7 @@ private:
                     s->interrupt(); // a pause that came before this worker registered
             }
         }
+        started.count_down(); // the latch lives in start(), which returns once all have counted down
         {
             const std::stop_callback interrupt(stop, [&slot]() noexcept {
                 const std::lock_guard lock(slot.mutex);

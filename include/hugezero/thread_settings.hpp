@@ -59,6 +59,32 @@ struct setting_failure {
 /// The calling thread's kernel thread id.
 inline pid_t current_thread_id() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
+/// The CPUs the calling thread may run on (`sched_getaffinity`).
+/// @throws std::system_error if the kernel refuses to say.
+inline cpu_set current_affinity()
+{
+    // Grow the mask until the kernel's fits (machines with more than CPU_SETSIZE CPUs exist).
+    for (std::size_t cpus = CPU_SETSIZE;; cpus *= 2) {
+        cpu_set_t* mask = CPU_ALLOC(cpus);
+        if (mask == nullptr)
+            throw std::system_error(ENOMEM, std::system_category(), "hugezero: sched_getaffinity");
+        const std::size_t bytes = CPU_ALLOC_SIZE(cpus);
+        if (::sched_getaffinity(0, bytes, mask) != 0) {
+            const int error = errno;
+            CPU_FREE(mask);
+            if (error == EINVAL && cpus < (std::size_t{1} << 20))
+                continue;
+            throw std::system_error(error, std::system_category(), "hugezero: sched_getaffinity");
+        }
+        std::vector<detail::id_range> ranges;
+        for (unsigned cpu = 0; cpu < cpus; ++cpu)
+            if (CPU_ISSET_S(cpu, bytes, mask))
+                ranges.push_back({cpu, cpu});
+        CPU_FREE(mask);
+        return cpu_set::from_ranges(std::move(ranges));
+    }
+}
+
 namespace detail {
 
 inline setting_failure failure(std::string setting, int error, std::string what)

@@ -155,7 +155,8 @@ public:
                 return events;
             throw detail::errno_error("epoll_wait in a watcher");
         }
-        wakeups_.fetch_add(1, std::memory_order_relaxed);
+        if (n > 0)
+            wakeups_.fetch_add(1, std::memory_order_relaxed);
         bool tick = false;
         for (int i = 0; i < n; ++i) {
             const std::uint64_t key = ready[i].data.u64;
@@ -196,7 +197,8 @@ public:
     /// Whether stop() was called.
     [[nodiscard]] bool stopped() const noexcept { return stopped_.load(); }
 
-    /// How many times a wait returned from epoll (for checking that idle costs nothing).
+    /// How many times a wait was woken by something (a notification, the safety net, stop()),
+    /// rather than by its own timeout: what an idle machine should keep at zero.
     [[nodiscard]] std::uint64_t wakeups() const noexcept { return wakeups_.load(std::memory_order_relaxed); }
 
 private:

@@ -167,7 +167,7 @@ public:
           batch_(options.batch_pages(h.size)), writer_(machine_.backend().open_writer(path_))
     {
         if (options.cancel == cancellation::signal)
-            interrupter_ = std::make_unique<interrupter>(options.cancel_signal);
+            interrupter_ = thread_interrupter(options.cancel_signal);
     }
 
     /// Stops the current write (in signal mode) and refuses further writes until resume().
@@ -235,7 +235,7 @@ private:
     hstate_ledger& ledger_;
     std::uint64_t batch_;
     std::unique_ptr<attribute_writer> writer_;
-    std::unique_ptr<interrupter> interrupter_;
+    std::shared_ptr<interrupter> interrupter_; // the thread's, shared with its other sessions
     std::atomic<bool> interrupted_{false};
 };
 

@@ -127,7 +127,10 @@ public:
         });
     }
 
+    /// Takes over another request; that one is left moved-from.
     zeroing_request(zeroing_request&&) noexcept = default;
+    /// Cancels this request if it is still running and waits for its worker, then takes over
+    /// another request; that one is left moved-from.
     zeroing_request& operator=(zeroing_request&&) noexcept = default;
     /// Cancels the request if it is still running and waits for its worker to end.
     ~zeroing_request() = default;

@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include <pthread.h>
@@ -28,7 +30,12 @@ namespace hugezero::detail {
 // §4). A handler without SA_RESTART turns -ERESTARTSYS into EINTR; the kernel checks between
 // pages, so the call ends at a page boundary.
 
-inline void cancel_signal_handler(int) noexcept { note_cancel_signal(); }
+class interrupter;
+
+/// The interrupter of the calling thread, if it has one (set and cleared by the interrupter).
+inline thread_local interrupter* current_interrupter = nullptr;
+
+inline void cancel_signal_handler(int) noexcept;
 
 /// "SIGURG (23)" for messages (sigabbrev_np is thread-safe, unlike strsignal).
 inline std::string signal_name(int signo)
@@ -76,12 +83,21 @@ inline void install_cancel_handler(int signo)
 /// `resend_period_ns` to that thread until the call returns (the worker disarms it). A flag
 /// checked before each call covers requests that come between calls.
 ///
+/// The re-sending stops after `max_resends` signals: a kernel that restarts interrupted calls
+/// would otherwise restart them forever, each restart ending after one page, so the call would
+/// only end when nothing was left. After the last signal, a restarted call completes its own
+/// request, which the caller keeps small (a batch): the bound is then one batch.
+///
 /// Usage, in the worker: `if (!i.begin_call()) stop; rc = write(...); bool hit = i.end_call();`
-/// Create it in the thread whose calls it interrupts; destroy it in the same thread.
+/// There is at most one per thread (the signal handler finds it through a thread-local
+/// pointer): get it with thread_interrupter(), in the thread whose calls it interrupts, and let
+/// the last reference go in that thread.
 class interrupter {
 public:
     /// How often the signal is re-sent while an interrupted call is still in the kernel.
     static constexpr long resend_period_ns = 1'000'000;
+    /// How many signals one request sends at most.
+    static constexpr int max_resends = 20;
 
     /// Prepares the calling thread: hugezero's handler on @p signo, @p signo unblocked in this
     /// thread (it may be blocked in the thread that created this one), and a timer that
@@ -104,11 +120,13 @@ public:
             ::pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
             throw system_error(error, "create the timer that re-sends cancellation signal " + std::to_string(signo));
         }
+        current_interrupter = this;
     }
     interrupter(const interrupter&) = delete;
     interrupter& operator=(const interrupter&) = delete;
     ~interrupter()
     {
+        current_interrupter = nullptr; // a signal still on its way finds no interrupter
         ::timer_delete(timer_);
         ::pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
     }
@@ -159,13 +177,26 @@ public:
     /// The signal this interrupter sends.
     [[nodiscard]] int signal_number() const noexcept { return signo_; }
 
+    /// Called by the signal handler, in the owning thread: counts the signal and stops the
+    /// re-sending after max_resends. Async-signal-safe.
+    void on_signal() noexcept
+    {
+        if (resends_left_.fetch_sub(1) == 1) {
+            const itimerspec stop{};
+            ::timer_settime(timer_, 0, &stop, nullptr);
+        }
+    }
+
 private:
     void arm(bool on) noexcept
     {
         itimerspec spec{};
         if (on) {
+            resends_left_.store(max_resends);
             spec.it_value.tv_nsec = 1; // now
             spec.it_interval.tv_nsec = resend_period_ns;
+        } else {
+            resends_left_.store(0); // a signal already on its way must not count down to a re-arm
         }
         ::timer_settime(timer_, 0, &spec, nullptr);
         armed_ = on;
@@ -178,7 +209,34 @@ private:
     std::atomic<bool> requested_{false};
     bool in_call_ = false; // under mutex_
     bool armed_ = false;    // under mutex_
+    std::atomic<int> resends_left_{0}; // also used by the signal handler (lock-free)
 };
+
+/// The calling thread's interrupter, created on first use with @p signo. Everything that makes
+/// blocking calls in one thread shares it: the thread makes one call at a time, and the
+/// signal handler can tell only threads apart.
+/// @throws std::invalid_argument if the thread's interrupter uses another signal; otherwise as
+/// interrupter's constructor.
+inline std::shared_ptr<interrupter> thread_interrupter(int signo)
+{
+    thread_local std::weak_ptr<interrupter> existing;
+    if (auto shared = existing.lock()) {
+        if (shared->signal_number() != signo)
+            throw std::invalid_argument("hugezero: this thread already cancels with " + signal_name(shared->signal_number())
+                                        + "; one thread cannot use two cancellation signals");
+        return shared;
+    }
+    auto created = std::make_shared<interrupter>(signo);
+    existing = created;
+    return created;
+}
+
+inline void cancel_signal_handler(int) noexcept
+{
+    note_cancel_signal();
+    if (interrupter* owner = current_interrupter)
+        owner->on_signal();
+}
 
 } // namespace hugezero::detail
 

@@ -10,12 +10,11 @@
 #include <set>
 #include <vector>
 
-#include <sched.h>
-
 #include <hugezero/cpu_set.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/sim/kernel.hpp>
+#include <hugezero/thread_settings.hpp>
 
 namespace hugezero::sim {
 
@@ -159,38 +158,31 @@ public:
     [[nodiscard]] std::shared_ptr<kernel> build() const
     {
         kernel::config cfg = config_;
-        const cpu_set allowed = allowed_cpus();
+        const cpu_set allowed = current_affinity(); // pinning a worker elsewhere would fail
         for (const unsigned id : ids_) {
             kernel::node_config node{node_id(id), allowed, memoryless_.count(node_id(id)) == 0, {}};
             if (const auto it = cpus_.find(node.id); it != cpus_.end())
                 node.cpus = it->second;
-            if (node.has_memory)
+            if (node.has_memory) {
                 for (const auto& [size, defaults] : sizes()) {
                     const auto it = specific_.find({node.id, size});
                     kernel::hstate_config h = it != specific_.end() ? it->second : defaults;
                     h.size = size;
                     node.hstates.push_back(h);
                 }
+            } else {
+                // Pages asked for on this very memoryless node: let kernel::create reject them
+                // rather than drop them silently.
+                for (const auto& [h, hc] : specific_)
+                    if (h.node == node.id)
+                        node.hstates.push_back(hc);
+            }
             cfg.nodes.push_back(std::move(node));
         }
         return kernel::create(std::move(cfg));
     }
 
 private:
-    // The CPUs this process may run on: pinning a worker elsewhere would fail.
-    static cpu_set allowed_cpus()
-    {
-        cpu_set_t mask;
-        CPU_ZERO(&mask);
-        if (::sched_getaffinity(0, sizeof mask, &mask) != 0)
-            throw detail::errno_error("sched_getaffinity");
-        std::vector<detail::id_range> ranges;
-        for (unsigned cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-            if (CPU_ISSET(cpu, &mask))
-                ranges.push_back({cpu, cpu});
-        return cpu_set::from_ranges(std::move(ranges));
-    }
-
     kernel::hstate_config& per_size(page_size size)
     {
         return defaults_.try_emplace(size, kernel::hstate_config{size}).first->second;

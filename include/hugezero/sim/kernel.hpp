@@ -80,7 +80,7 @@ struct zeroing_statistics {
     std::uint64_t pages_zeroed_by_writes = 0;     ///< Pages zeroed through `zeroable_hugepages`.
     std::uint64_t pages_zeroed_on_allocation = 0; ///< Dirty pages a consumer had to zero itself.
     std::uint64_t writes = 0;                     ///< Writes that passed the range check (restarts included).
-    std::uint64_t writes_rejected = 0;            ///< Writes that failed with `EINVAL`.
+    std::uint64_t writes_rejected = 0;            ///< Writes above the zeroable count (`EINVAL`); malformed ones are not counted.
     std::uint64_t writes_interrupted = 0;         ///< Writes cut short by a signal.
     std::uint64_t writes_restarted = 0;           ///< Writes restarted after a signal.
     std::uint64_t notifications = 0;              ///< Notifications sent.
