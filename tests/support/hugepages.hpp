@@ -55,6 +55,7 @@ public:
             return;
         }
         const std::uint64_t wanted = *before + (extra - *free_before);
+        written_ = true; // from here on the counter may have changed: restore it
         if (!write_sysfs_counter(path_, wanted)) {
             reason_ = "cannot write " + path_ + " (needs root)";
             return;
@@ -69,9 +70,11 @@ public:
     }
     hugepage_reservation(const hugepage_reservation&) = delete;
     hugepage_reservation& operator=(const hugepage_reservation&) = delete;
+    // Restores the counter only if this reservation changed it: an overlapping reservation's
+    // raised value must not be taken for the original.
     ~hugepage_reservation()
     {
-        if (original_)
+        if (written_ && original_)
             write_sysfs_counter(path_, *original_);
     }
     [[nodiscard]] bool ok() const noexcept { return granted_; }
@@ -81,6 +84,7 @@ public:
 private:
     std::string path_;
     std::optional<std::uint64_t> original_;
+    bool written_ = false;
     bool granted_ = false;
     std::string reason_;
 };

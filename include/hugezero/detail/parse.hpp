@@ -163,9 +163,12 @@ inline parsed<page_size> parse_hugepages_dir_name(std::string_view name)
     if (name.size() <= prefix.size() + suffix.size() || name.substr(0, prefix.size()) != prefix
         || name.substr(name.size() - suffix.size()) != suffix)
         return result::failure("expected a directory named hugepages-<size>kB");
-    const auto kib = parse_decimal(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
+    const std::string_view digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    const auto kib = parse_decimal(digits);
     if (!kib)
         return result::failure("the size in a hugepages-<size>kB name must be decimal digits that fit in 64 bits");
+    if (digits.size() > 1 && digits.front() == '0')
+        return result::failure("the size in a hugepages-<size>kB name has a leading zero, which the kernel never prints");
     if (*kib < 4 || (*kib & (*kib - 1)) != 0 || *kib > (std::numeric_limits<std::uint64_t>::max() >> 10))
         return result::failure("the size in a hugepages-<size>kB name must be a power of two of at least 4kB");
     return page_size::from_kib(*kib);

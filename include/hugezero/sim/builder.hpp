@@ -3,11 +3,14 @@
 #ifndef HUGEZERO_SIM_BUILDER_HPP
 #define HUGEZERO_SIM_BUILDER_HPP
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <hugezero/cpu_set.hpp>
@@ -157,6 +160,10 @@ public:
     /// @throws std::invalid_argument for an inconsistent machine (see kernel::create).
     [[nodiscard]] std::shared_ptr<kernel> build() const
     {
+        for (const auto& [h, cfg] : specific_)
+            if (std::find(ids_.begin(), ids_.end(), h.node.value()) == ids_.end())
+                throw std::invalid_argument("hugezero::sim: pages configured for " + to_string(h) + ", but there is no node "
+                                            + std::to_string(h.node.value()));
         kernel::config cfg = config_;
         const cpu_set allowed = current_affinity(); // pinning a worker elsewhere would fail
         for (const unsigned id : ids_) {

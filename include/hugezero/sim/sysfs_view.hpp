@@ -435,7 +435,7 @@ private:
             page_counts sum;
             const page_size size(at.size_bytes);
             for (const auto& h : kernel_->hstates())
-                if (h.size == size) {
+                if (h.size == size && kernel_->online(h.node)) { // offline nodes' pages are gone
                     const page_counts c = kernel_->counts(h);
                     sum.dirty += c.dirty;
                     sum.zeroed += c.zeroed;
