@@ -281,7 +281,8 @@ TEST_SUITE("cli")
             CHECK(contains(output, "complete: 528 pages")); // the summary, on stdout
             CHECK(contains(output, "GB/s"));
             CHECK(contains(output, "ETA") == !quiet);
-            CHECK(contains(output, "GiB zeroed") == !quiet);
+            CHECK(contains(output, "GiB) zeroed") == !quiet);
+            CHECK(contains(output, "to go") == !quiet);
         }
     }
 }

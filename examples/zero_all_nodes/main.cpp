@@ -132,26 +132,38 @@ public:
     {
         if (!enabled_)
             return;
-        std::map<hugezero::node_id, std::pair<std::uint64_t, std::uint64_t>> done_and_left; // bytes
-        std::map<hugezero::node_id, std::uint64_t> pages;
+        struct node_progress {
+            std::uint64_t pages_done = 0;
+            std::uint64_t pages_left = 0;
+            std::uint64_t bytes_done = 0;
+            std::uint64_t bytes_left = 0;
+        };
+        std::map<hugezero::node_id, node_progress> nodes;
         for (const auto& s : service.statistics()) {
-            done_and_left[s.which.node].first += s.bytes_zeroed();
-            done_and_left[s.which.node].second += s.zeroable * s.which.size.bytes();
-            pages[s.which.node] += s.pages_zeroed;
+            auto& n = nodes[s.which.node];
+            n.pages_done += s.pages_zeroed;
+            n.pages_left += s.zeroable;
+            n.bytes_done += s.bytes_zeroed();
+            n.bytes_left += s.zeroable * s.which.size.bytes();
         }
         std::ostringstream out;
         if (lines_ > 0)
             out << "\x1b[" << lines_ << 'A';
-        for (const auto& [node, bytes] : done_and_left) {
+        for (const auto& [node, n] : nodes) {
             const double gib = 1024.0 * 1024.0 * 1024.0;
-            const double rate = seconds > 0 ? static_cast<double>(bytes.first) / seconds : 0.0;
-            out << "\x1b[2K" << node << ": " << pages[node] << " pages, " << std::fixed << std::setprecision(2)
-                << static_cast<double>(bytes.first) / gib << " GiB zeroed, " << rate / 1e9 << " GB/s";
-            if (!final)
-                out << ", ETA " << (rate > 0 ? static_cast<double>(bytes.second) / rate : 0.0) << " s";
+            const double rate = seconds > 0 ? static_cast<double>(n.bytes_done) / seconds : 0.0;
+            out << "\x1b[2K" << node << ": " << n.pages_done << " pages (" << std::fixed << std::setprecision(2)
+                << static_cast<double>(n.bytes_done) / gib << " GiB) zeroed, " << rate / 1e9 << " GB/s";
+            if (!final) {
+                out << ", " << n.pages_left << " pages (" << static_cast<double>(n.bytes_left) / gib << " GiB) to go, ETA ";
+                if (rate > 0)
+                    out << static_cast<double>(n.bytes_left) / rate << " s";
+                else
+                    out << '-';
+            }
             out << '\n';
         }
-        lines_ = done_and_left.size();
+        lines_ = nodes.size();
         std::cerr << out.str() << std::flush;
     }
 
@@ -202,6 +214,7 @@ int zero(const hugezero::machine& m, std::vector<hugezero::hstate> selected, con
     std::string status = "complete";
     int exit_code = exit_complete;
     std::string error;
+    progress.draw(service, 0.0, false);
     auto last_draw = clock_type::now();
     for (;;) {
         pollfd p{signals, POLLIN, 0};
@@ -224,7 +237,7 @@ int zero(const hugezero::machine& m, std::vector<hugezero::hstate> selected, con
             }
         if (exit_code != exit_complete)
             break;
-        if (clock_type::now() - last_draw > std::chrono::milliseconds(200)) {
+        if (clock_type::now() - last_draw > std::chrono::milliseconds(100)) {
             progress.draw(service, std::chrono::duration<double>(clock_type::now() - start).count(), false);
             last_draw = clock_type::now();
         }

@@ -108,6 +108,8 @@ public:
         if (options_.zeroing.cancel == cancellation::signal)
             detail::install_cancel_handler(options_.zeroing.cancel_signal);
         auto w = std::make_unique<watcher>(machine_, options_.hstates, options_.watch);
+        for (const watch_event& e : w->current()) // statistics show the starting point at once
+            counters(e.which).zeroable.store(e.zeroable, std::memory_order_relaxed);
         slots_.clear();
         for (auto& n : nodes_) {
             wake(*n);
