@@ -121,10 +121,28 @@ public:
         }
         std::latch ready(static_cast<std::ptrdiff_t>(slots_.size()));
         for (auto& slot : slots_)
-            workers_.emplace_back([this, s = slot.get(), &ready](std::stop_token stop) { run_worker(stop, *s, ready); });
+            workers_.emplace_back([this, s = slot.get(), &ready](std::stop_token stop) {
+                bool started = false;
+                try {
+                    run_worker(stop, *s, ready, started);
+                } catch (...) { // never expected; an escaping exception would terminate the process
+                    for (const hstate& h : s->node.hstates)
+                        counters(h).record_error(EIO);
+                }
+                if (!started)
+                    ready.count_down(); // start() is still waiting for this worker
+            });
         ready.wait();
         watcher_thread_ = std::jthread([this, w = std::move(w)](std::stop_token stop) {
-            w->run(stop, [this](const watch_event& e) { on_event(e); });
+            // An exception escaping a thread would terminate the process: count it instead.
+            // Workers keep zeroing on their retry deadlines and on later start() calls.
+            try {
+                w->run(stop, [this](const watch_event& e) { on_event(e); });
+            } catch (const std::system_error& e) {
+                record_everywhere(e.code().value());
+            } catch (...) {
+                record_everywhere(EIO);
+            }
         });
         running_ = true;
     }
@@ -241,6 +259,12 @@ private:
         return *it->second;
     }
 
+    void record_everywhere(int error) noexcept
+    {
+        for (const auto& [h, c] : statistics_)
+            c->record_error(error);
+    }
+
     static void wake(node_work& n)
     {
         {
@@ -287,7 +311,7 @@ private:
         return true;
     }
 
-    void run_worker(const std::stop_token& stop, worker_slot& slot, std::latch& started)
+    void run_worker(const std::stop_token& stop, worker_slot& slot, std::latch& all_started, bool& started)
     {
         node_work& node = slot.node;
         thread_settings settings = options_.thread;
@@ -317,7 +341,8 @@ private:
                     s->interrupt(); // a pause that came before this worker registered
             }
         }
-        started.count_down(); // the latch lives in start(), which returns once all have counted down
+        all_started.count_down(); // the latch lives in start(), which returns once all have counted down
+        started = true;
         {
             const std::stop_callback interrupt(stop, [&slot]() noexcept {
                 const std::lock_guard lock(slot.mutex);
