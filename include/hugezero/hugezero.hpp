@@ -35,6 +35,13 @@
 #include <hugezero/zeroing.hpp>
 #include <hugezero/zeroing_request.hpp>
 
+// The stock-kernel pool: leases of pre-zeroed hugetlb memory, prefault, fd hand-off.
+#include <hugezero/fd_passing.hpp>
+#include <hugezero/lease.hpp>
+#include <hugezero/mapping.hpp>
+#include <hugezero/pool.hpp>
+#include <hugezero/prefault.hpp>
+
 /// @namespace hugezero
 /// @brief Everything public in hugezero. Internals live in the nested `detail` namespace and may
 /// change without notice.

@@ -1,0 +1,512 @@
+// bench_startup: what a VM start pays for its memory, cold and from hugezero's pool.
+//
+//   bench_startup [--gib N] [--repeat N] [--json] [--help]
+//
+// As root, reserves the huge pages it needs (and puts every counter it changed back on exit,
+// also on an error and on SIGINT/SIGTERM/SIGHUP), then measures, for 2 MiB pages (N GiB,
+// default 2) and for 1 GiB pages when at least two can be reserved:
+//   cold_s            mmap MAP_HUGETLB + single-threaded first touch: a VMM without prefault
+//   cold_parallel_s   the same with populate() on every CPU: QEMU's prealloc-threads
+//   leased_s          acquire from a filled pool + mmap + populate() (one thread: the pages
+//                     exist, only page tables are built): a VMM with the pool
+//   first_touch_gbps  the kernel's single-thread first-touch (allocate + zero) rate
+//   refill_gbps_1w    the pool's refill rate with one worker
+//   refill_gbps_2w    ... and with two workers (two files filled in parallel)
+// Each figure is the best of --repeat runs (default 3). Freshly reserved pages are used once
+// before measuring: the first touch of memory the hypervisor has not backed yet costs much
+// more, and is not what a VM start on a running host pays.
+//
+// Exit status: 0 on success, 77 without root or huge pages (with the reason), 130 when
+// interrupted, 2 for a bad command line, 1 for any other error.
+#include <hugezero/hugezero.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr int exit_skip = 77;
+constexpr int exit_interrupted = 130;
+constexpr int exit_usage = 2;
+
+void usage(std::ostream& out)
+{
+    out << "usage: bench_startup [--gib N] [--repeat N] [--json]\n"
+           "\n"
+           "Measures what a VM start pays for its memory: cold first touch, QEMU-style parallel\n"
+           "prefault, and a lease from hugezero's pool; and the pool's refill rate. Needs root: it\n"
+           "reserves the huge pages it uses and restores every counter it changed on exit.\n"
+           "\n"
+           "  --gib N     guest memory for 2 MiB pages, in GiB (default 2); 1 GiB pages use N GiB\n"
+           "              too when that many can be reserved, else as many as can (at least 2)\n"
+           "  --repeat N  runs per figure; the best is kept (default 3)\n"
+           "  --json      print {\"results\":[...]} on stdout instead of a table\n"
+           "  --help      show this help\n";
+}
+
+// --- Interruption: SIGINT, SIGTERM, SIGHUP are blocked in every thread and read from a
+// signalfd by one thread, which asks everything to stop; main then unwinds normally and the
+// destructors restore the counters.
+class interruption {
+public:
+    interruption()
+    {
+        sigemptyset(&signals_);
+        for (const int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT})
+            sigaddset(&signals_, s);
+        if (const int rc = ::pthread_sigmask(SIG_BLOCK, &signals_, nullptr); rc != 0)
+            throw std::system_error(rc, std::system_category(), "block SIGINT/SIGTERM/SIGHUP");
+        signal_fd_ = ::signalfd(-1, &signals_, SFD_CLOEXEC);
+        done_fd_ = ::eventfd(0, EFD_CLOEXEC);
+        if (signal_fd_ < 0 || done_fd_ < 0)
+            throw std::system_error(errno, std::system_category(), "signalfd/eventfd");
+        watcher_ = std::thread([this] {
+            pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {done_fd_, POLLIN, 0}};
+            for (;;) {
+                if (::poll(fds, 2, -1) < 0 && errno == EINTR)
+                    continue;
+                if ((fds[1].revents & POLLIN) != 0)
+                    return;
+                if ((fds[0].revents & POLLIN) != 0) {
+                    signalfd_siginfo info{};
+                    if (::read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info))
+                        signal_.store(static_cast<int>(info.ssi_signo));
+                    stop_.request_stop();
+                }
+            }
+        });
+    }
+    interruption(const interruption&) = delete;
+    interruption& operator=(const interruption&) = delete;
+    ~interruption()
+    {
+        const std::uint64_t one = 1;
+        (void)!::write(done_fd_, &one, sizeof one);
+        watcher_.join();
+        ::close(signal_fd_);
+        ::close(done_fd_);
+        // Signals stay blocked: a late one must not kill the process before it exits.
+    }
+    [[nodiscard]] bool requested() const noexcept { return stop_.stop_requested(); }
+    [[nodiscard]] std::stop_token token() const noexcept { return stop_.get_token(); }
+    [[nodiscard]] int signal() const noexcept { return signal_.load(); }
+
+private:
+    sigset_t signals_{};
+    int signal_fd_ = -1;
+    int done_fd_ = -1;
+    std::stop_source stop_;
+    std::atomic<int> signal_{0};
+    std::thread watcher_;
+};
+
+struct interrupted {}; // thrown to unwind when a signal came
+
+// --- Huge page counters: raise nr_hugepages, put it back.
+std::string counter_path(hugezero::page_size size, const char* name)
+{
+    return "/sys/kernel/mm/hugepages/hugepages-" + std::to_string(size.kib()) + "kB/" + name;
+}
+
+std::optional<std::uint64_t> read_counter(const std::string& path)
+{
+    std::ifstream in(path);
+    std::uint64_t value = 0;
+    if (!(in >> value))
+        return std::nullopt;
+    return value;
+}
+
+bool write_counter(const std::string& path, std::uint64_t value)
+{
+    std::ofstream out(path);
+    out << value << '\n';
+    out.flush();
+    return static_cast<bool>(out);
+}
+
+class reserved_pages {
+public:
+    explicit reserved_pages(hugezero::page_size size) : size_(size), path_(counter_path(size, "nr_hugepages")) {}
+    reserved_pages(const reserved_pages&) = delete;
+    reserved_pages& operator=(const reserved_pages&) = delete;
+    ~reserved_pages() { restore(); }
+
+    // Makes at least `pages` pages free (raising nr_hugepages); returns how many are free.
+    std::uint64_t reserve(std::uint64_t pages)
+    {
+        const auto nr = read_counter(path_);
+        const auto free = read_counter(counter_path(size_, "free_hugepages"));
+        if (!nr || !free)
+            return 0;
+        if (!original_)
+            original_ = nr;
+        if (*free < pages)
+            (void)write_counter(path_, *nr + (pages - *free)); // the kernel may grant fewer
+        return read_counter(counter_path(size_, "free_hugepages")).value_or(0);
+    }
+
+    // Puts nr_hugepages back; false (with a message) if the kernel kept some.
+    bool restore()
+    {
+        if (!original_)
+            return true;
+        const std::uint64_t original = *original_;
+        original_.reset();
+        (void)write_counter(path_, original);
+        const auto now = read_counter(path_);
+        if (now != original) {
+            std::cerr << "bench_startup: could not restore " << path_ << " to " << original << " (it reads "
+                      << (now ? std::to_string(*now) : std::string("nothing")) << ")\n";
+            return false;
+        }
+        return true;
+    }
+
+private:
+    hugezero::page_size size_;
+    std::string path_;
+    std::optional<std::uint64_t> original_;
+};
+
+// --- The measurements.
+struct figures {
+    hugezero::page_size page = hugezero::page_2mib;
+    std::uint64_t bytes = 0;
+    double cold_s = 0;
+    double cold_parallel_s = 0;
+    double leased_s = 0;
+    double refill_gbps_1w = 0;
+    double refill_gbps_2w = 0;
+    [[nodiscard]] double first_touch_gbps() const { return static_cast<double>(bytes) / cold_s / 1e9; }
+};
+
+double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
+
+class bench {
+public:
+    bench(const hugezero::machine& m, const interruption& stop, unsigned repeat) : machine_(m), stop_(stop), repeat_(repeat)
+    {
+    }
+
+    figures measure(hugezero::page_size page, std::uint64_t bytes)
+    {
+        figures f;
+        f.page = page;
+        f.bytes = bytes;
+        progress(page, "warm-up (first use of the reserved pages)");
+        warm_up(page, bytes);
+        progress(page, "cold: first touch, one thread");
+        f.cold_s = best([&] { return cold(page, bytes); });
+        progress(page, "cold_parallel: populate() on every CPU");
+        f.cold_parallel_s = best([&] { return cold_parallel(page, bytes); });
+        progress(page, "leased: acquire + mmap + populate()");
+        f.leased_s = best([&] { return leased(page, bytes); });
+        progress(page, "refill with 1 worker");
+        f.refill_gbps_1w = static_cast<double>(bytes) / best([&] { return refill(page, bytes, 1); }) / 1e9;
+        progress(page, "refill with 2 workers");
+        f.refill_gbps_2w = static_cast<double>(bytes) / best([&] { return refill(page, bytes, 2); }) / 1e9;
+        return f;
+    }
+
+private:
+    void check_interrupted() const
+    {
+        if (stop_.requested())
+            throw interrupted{};
+    }
+
+    static void progress(hugezero::page_size page, const char* what) { std::cerr << "bench_startup: " << page << ": " << what << '\n'; }
+
+    double best(const std::function<double()>& run)
+    {
+        double best = std::numeric_limits<double>::infinity();
+        for (unsigned i = 0; i < repeat_; ++i) {
+            check_interrupted();
+            best = std::min(best, run());
+        }
+        check_interrupted();
+        return best;
+    }
+
+    static void require(const hugezero::prefault_result& r)
+    {
+        if (r.status == hugezero::prefault_status::failed)
+            throw std::runtime_error(r.message);
+    }
+
+    void warm_up(hugezero::page_size page, std::uint64_t bytes)
+    {
+        hugezero::pool cold_only(machine_, {});
+        auto got = cold_only.acquire(hugezero::hstate{hugezero::node_id(0), page}, bytes, stop_.token());
+        check_interrupted();
+        if (!got)
+            throw std::runtime_error(got.message);
+    }
+
+    double cold(hugezero::page_size page, std::uint64_t bytes)
+    {
+        const auto start = clock_type::now();
+        const auto m = hugezero::mapping::map_anonymous(bytes, page);
+        for (std::uint64_t offset = 0; offset < bytes; offset += page.bytes()) {
+            *reinterpret_cast<volatile unsigned char*>(m.data() + offset) = 1; // the kernel allocates and zeroes
+            if ((offset / page.bytes()) % 64 == 63)
+                check_interrupted();
+        }
+        return seconds(clock_type::now() - start);
+    }
+
+    double cold_parallel(hugezero::page_size page, std::uint64_t bytes)
+    {
+        const auto start = clock_type::now();
+        const auto m = hugezero::mapping::map_anonymous(bytes, page);
+        hugezero::prefault_options options;
+        options.threads = static_cast<unsigned>(std::max<std::size_t>(1, hugezero::current_affinity().count()));
+        const auto r = hugezero::populate(m, options, stop_.token());
+        const double took = seconds(clock_type::now() - start);
+        check_interrupted();
+        require(r);
+        return took;
+    }
+
+    double leased(hugezero::page_size page, std::uint64_t bytes)
+    {
+        const hugezero::hstate which{hugezero::node_id(0), page};
+        hugezero::pool_options options;
+        options.reservoirs.push_back({which, bytes, 0, 0});
+        hugezero::pool pool(machine_, options);
+        pool.start();
+        fill(pool);
+        const auto start = clock_type::now();
+        auto got = pool.acquire(which, bytes);
+        if (!got)
+            throw std::runtime_error(got.message);
+        const auto m = got.lease.map();
+        // Every page exists on the node: populate() only builds page tables (~0.7 us per 2 MiB
+        // page), which the calling thread does faster than threads can be started and pinned.
+        hugezero::prefault_options populate_options;
+        populate_options.threads = 1;
+        const auto r = hugezero::populate(m, populate_options, stop_.token());
+        const double took = seconds(clock_type::now() - start);
+        check_interrupted();
+        require(r);
+        if (got.lease.cold_pages() != 0)
+            throw std::runtime_error("a lease from a full reservoir had cold pages");
+        return took;
+    }
+
+    // From start() to a full reservoir of two files (one per worker when there are two).
+    double refill(hugezero::page_size page, std::uint64_t bytes, unsigned workers)
+    {
+        const hugezero::hstate which{hugezero::node_id(0), page};
+        hugezero::pool_options options;
+        options.reservoirs.push_back({which, bytes, bytes / 2, 0});
+        options.workers_per_node = workers;
+        hugezero::pool pool(machine_, options);
+        const auto start = clock_type::now();
+        pool.start();
+        fill(pool);
+        return seconds(clock_type::now() - start);
+    }
+
+    void fill(hugezero::pool& pool) const
+    {
+        const auto deadline = clock_type::now() + std::chrono::minutes(5);
+        while (!pool.wait_filled(std::chrono::milliseconds(20))) {
+            check_interrupted();
+            for (const auto& s : pool.statistics())
+                if (s.state == hugezero::reservoir_state::out_of_pages || s.state == hugezero::reservoir_state::failing)
+                    throw std::runtime_error("the pool cannot fill its reservoir: " + [&] {
+                        std::ostringstream text;
+                        text << s;
+                        return text.str();
+                    }());
+            if (clock_type::now() > deadline)
+                throw std::runtime_error("the pool did not fill its reservoir in 5 minutes");
+        }
+    }
+
+    hugezero::machine machine_;
+    const interruption& stop_;
+    unsigned repeat_;
+};
+
+std::string number(double v)
+{
+    char text[64];
+    std::snprintf(text, sizeof text, "%.6g", v);
+    return text;
+}
+
+void print_json(const std::vector<figures>& results)
+{
+    std::cout << "{\"results\":[";
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        const figures& f = results[i];
+        std::cout << (i == 0 ? "" : ",") << "{\"page_size_kb\":" << f.page.kib() << ",\"bytes\":" << f.bytes
+                  << ",\"cold_s\":" << number(f.cold_s) << ",\"cold_parallel_s\":" << number(f.cold_parallel_s)
+                  << ",\"leased_s\":" << number(f.leased_s) << ",\"first_touch_gbps\":" << number(f.first_touch_gbps())
+                  << ",\"refill_gbps_1w\":" << number(f.refill_gbps_1w) << ",\"refill_gbps_2w\":" << number(f.refill_gbps_2w)
+                  << '}';
+    }
+    std::cout << "]}\n";
+}
+
+void print_table(const std::vector<figures>& results)
+{
+    for (const figures& f : results) {
+        const double speedup = f.cold_parallel_s / f.leased_s;
+        const double goal = f.page == hugezero::page_1gib ? 1000 : 100;
+        std::cout << f.page << " pages, " << (f.bytes >> 20) << " MiB:\n"
+                  << "  cold_s            " << number(f.cold_s) << '\n'
+                  << "  cold_parallel_s   " << number(f.cold_parallel_s) << '\n'
+                  << "  leased_s          " << number(f.leased_s) << "   (" << number(speedup)
+                  << "x faster than cold_parallel; goal " << goal << "x: " << (speedup >= goal ? "met" : "MISSED") << ")\n"
+                  << "  first_touch_gbps  " << number(f.first_touch_gbps()) << '\n'
+                  << "  refill_gbps_1w    " << number(f.refill_gbps_1w) << "   (" << number(100 * f.refill_gbps_1w / f.first_touch_gbps())
+                  << "% of first touch; goal 90%: " << (f.refill_gbps_1w >= 0.9 * f.first_touch_gbps() ? "met" : "MISSED") << ")\n"
+                  << "  refill_gbps_2w    " << number(f.refill_gbps_2w) << "   (" << number(f.refill_gbps_2w / f.refill_gbps_1w)
+                  << "x one worker; goal 1.5x: " << (f.refill_gbps_2w >= 1.5 * f.refill_gbps_1w ? "met" : "MISSED") << ")\n";
+    }
+}
+
+struct arguments {
+    std::uint64_t gib = 2;
+    unsigned repeat = 3;
+    bool json = false;
+};
+
+std::optional<arguments> parse(int argc, char** argv)
+{
+    arguments a;
+    const auto number_after = [&](int& i, std::string_view option) -> std::uint64_t {
+        if (i + 1 >= argc)
+            throw std::invalid_argument(std::string(option) + " needs a value");
+        const char* text = argv[++i];
+        char* end = nullptr;
+        errno = 0;
+        const unsigned long long v = std::strtoull(text, &end, 10);
+        if (end == text || *end != '\0' || errno != 0 || v == 0 || text[0] == '-')
+            throw std::invalid_argument(std::string(option) + ": expected a positive number, got " + text);
+        return v;
+    };
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view option = argv[i];
+        if (option == "--help" || option == "-h") {
+            usage(std::cout);
+            return std::nullopt;
+        }
+        if (option == "--gib")
+            a.gib = number_after(i, option);
+        else if (option == "--repeat")
+            a.repeat = static_cast<unsigned>(number_after(i, option));
+        else if (option == "--json")
+            a.json = true;
+        else
+            throw std::invalid_argument("unknown option " + std::string(option));
+    }
+    return a;
+}
+
+int run(const arguments& a, const interruption& stop)
+{
+    if (::geteuid() != 0) {
+        std::cerr << "bench_startup: skipped: needs root (it reserves huge pages through /sys/kernel/mm/hugepages)\n";
+        return exit_skip;
+    }
+    const hugezero::machine machine = hugezero::machine::open();
+    const auto& sizes = machine.topology().page_sizes();
+    const auto has = [&](hugezero::page_size s) { return std::find(sizes.begin(), sizes.end(), s) != sizes.end(); };
+    if (!has(hugezero::page_2mib)) {
+        std::cerr << "bench_startup: skipped: this kernel has no 2 MiB huge pages\n";
+        return exit_skip;
+    }
+    if (machine.topology().nodes().size() != 1)
+        std::cerr << "bench_startup: note: measuring node 0 of " << machine.topology().nodes().size() << " nodes\n";
+    std::vector<figures> results;
+    bench b(machine, stop, a.repeat);
+    {
+        reserved_pages reservation(hugezero::page_2mib);
+        const std::uint64_t pages = a.gib * 512;
+        const std::uint64_t granted = reservation.reserve(pages);
+        if (granted < pages) {
+            std::cerr << "bench_startup: skipped: could reserve only " << granted << " of the " << pages
+                      << " 2 MiB huge pages needed\n";
+            return exit_skip;
+        }
+        results.push_back(b.measure(hugezero::page_2mib, pages * hugezero::page_2mib.bytes()));
+        if (!reservation.restore())
+            return 1;
+    }
+    if (has(hugezero::page_1gib)) {
+        reserved_pages reservation(hugezero::page_1gib);
+        std::uint64_t pages = reservation.reserve(a.gib);
+        pages = std::min(pages, a.gib);
+        if (stop.requested())
+            throw interrupted{};
+        if (pages >= 2)
+            results.push_back(b.measure(hugezero::page_1gib, pages * hugezero::page_1gib.bytes()));
+        else
+            std::cerr << "bench_startup: 1 GiB pages skipped: fewer than two could be reserved (" << pages << ")\n";
+        if (!reservation.restore())
+            return 1;
+    }
+    if (a.json)
+        print_json(results);
+    else
+        print_table(results);
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    std::optional<arguments> a;
+    try {
+        a = parse(argc, argv);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "bench_startup: " << e.what() << "\n\n";
+        usage(std::cerr);
+        return exit_usage;
+    }
+    if (!a)
+        return 0;
+    try {
+        const interruption stop; // before any other thread exists: they all inherit the mask
+        try {
+            return run(*a, stop);
+        } catch (const interrupted&) {
+            std::cerr << "bench_startup: interrupted by signal " << stop.signal() << "; counters restored\n";
+            return exit_interrupted;
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "bench_startup: " << e.what() << '\n';
+        return 1;
+    }
+}

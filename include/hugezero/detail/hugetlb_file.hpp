@@ -1,0 +1,146 @@
+/// @file
+/// @brief Internals of the stock-kernel pool: hugetlb memfds, fallocate, page counts, and
+/// binding the calling thread's memory to a node for the length of one allocation.
+#ifndef HUGEZERO_DETAIL_HUGETLB_FILE_HPP
+#define HUGEZERO_DETAIL_HUGETLB_FILE_HPP
+
+#include <bit>
+#include <cerrno>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/memfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/node_id.hpp>
+#include <hugezero/page_size.hpp>
+
+namespace hugezero::detail {
+
+/// memfd_create() flags for a hugetlb file of @p page pages: `MFD_HUGE_*` is log2 of the page
+/// size shifted by `MFD_HUGE_SHIFT`, for every architecture's sizes.
+inline unsigned hugetlb_memfd_flags(page_size page) noexcept
+{
+    const auto log2 = static_cast<unsigned>(std::countr_zero(page.bytes()));
+    return MFD_CLOEXEC | MFD_HUGETLB | (log2 << MFD_HUGE_SHIFT);
+}
+
+/// A new, empty hugetlb memfd named @p name (shown in /proc/<pid>/maps as `/memfd:<name>`), or
+/// an empty fd with @p error set.
+inline unique_fd create_hugetlb_memfd(const std::string& name, page_size page, int& error) noexcept
+{
+    unique_fd fd(::memfd_create(name.c_str(), hugetlb_memfd_flags(page)));
+    error = fd ? 0 : errno;
+    return fd;
+}
+
+/// How many huge pages the file holds, from `st_blocks` (hugetlbfs counts each page it adds to
+/// or removes from a file there). Unlike `st_size`, this also counts the pages a fallocate()
+/// that was interrupted or ran out of pages left behind: they stay in the file, past its end.
+inline std::optional<std::uint64_t> pages_in_file(int fd, page_size page) noexcept
+{
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+        return std::nullopt;
+    return static_cast<std::uint64_t>(st.st_blocks) * 512 / page.bytes();
+}
+
+/// Allocates (and so has the kernel zero, in this thread) pages [@p first, @p first + @p count)
+/// of the file; 0 or the errno (`EINTR`: a signal cut it short; `ENOSPC`: no free page).
+inline int allocate_pages(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept
+{
+    const auto offset = static_cast<off_t>(first * page.bytes());
+    const auto length = static_cast<off_t>(count * page.bytes());
+    return ::fallocate(fd, 0, offset, length) == 0 ? 0 : errno;
+}
+
+/// Sets the file's size to @p pages pages: shrinking gives the pages past it back to the
+/// kernel; growing only moves the end (pages an interrupted fallocate() left past the old end
+/// become part of the file). 0 or the errno.
+inline int resize_file(int fd, page_size page, std::uint64_t pages) noexcept
+{
+    return ::ftruncate(fd, static_cast<off_t>(pages * page.bytes())) == 0 ? 0 : errno;
+}
+
+/// Whether @p fd is a file on hugetlbfs (a hugetlb memfd is) with @p page pages.
+inline bool is_hugetlb_file(int fd, page_size page) noexcept
+{
+    struct statfs fs {};
+    if (::fstatfs(fd, &fs) != 0)
+        return false;
+    return static_cast<unsigned long>(fs.f_type) == HUGETLBFS_MAGIC && static_cast<std::uint64_t>(fs.f_bsize) == page.bytes();
+}
+
+/// Binds the calling thread's memory allocations to one node (`MPOL_BIND`) for its lifetime and
+/// restores the thread's previous policy after. hugetlbfs allocates a fallocate()d page by the
+/// file's policy, which a memfd does not have, and else by the calling thread's: this is how a
+/// page allocated outside a pool worker still lands on the leased node.
+class scoped_memory_binding {
+public:
+    /// Binds to @p node; error() tells whether it worked. A kernel without NUMA (`ENOSYS`) has
+    /// one node and needs no binding: that counts as success.
+    explicit scoped_memory_binding(node_id node) noexcept
+    {
+        constexpr int mpol_bind = 2; // <linux/mempolicy.h>
+        // The kernel rejects a mask shorter than its node count: grow until it fits.
+        for (std::size_t longs = 16; longs <= 4096; longs *= 4) {
+            saved_mask_.assign(longs, 0);
+            if (::syscall(SYS_get_mempolicy, &saved_mode_, saved_mask_.data(), longs * bits + 1, nullptr, 0UL) == 0) {
+                saved_ = true;
+                break;
+            }
+            if (errno == ENOSYS)
+                return;
+            if (errno != EINVAL) {
+                error_ = errno;
+                return;
+            }
+        }
+        if (!saved_) {
+            error_ = EINVAL;
+            return;
+        }
+        std::vector<unsigned long> mask(node.value() / bits + 1, 0);
+        mask[node.value() / bits] |= 1UL << (node.value() % bits);
+        if (::syscall(SYS_set_mempolicy, mpol_bind, mask.data(), mask.size() * bits + 1) != 0) {
+            error_ = errno;
+            saved_ = false; // nothing to restore
+        }
+    }
+    scoped_memory_binding(const scoped_memory_binding&) = delete;
+    scoped_memory_binding& operator=(const scoped_memory_binding&) = delete;
+    ~scoped_memory_binding()
+    {
+        if (!saved_)
+            return;
+        const int saved_errno = errno;
+        if (saved_mode_ == 0) // MPOL_DEFAULT takes no mask
+            ::syscall(SYS_set_mempolicy, 0, nullptr, 0UL);
+        else
+            ::syscall(SYS_set_mempolicy, saved_mode_, saved_mask_.data(), saved_mask_.size() * bits + 1);
+        errno = saved_errno;
+    }
+
+    /// 0, or why the binding failed.
+    [[nodiscard]] int error() const noexcept { return error_; }
+
+private:
+    static constexpr std::size_t bits = 8 * sizeof(unsigned long);
+    int saved_mode_ = 0;
+    std::vector<unsigned long> saved_mask_;
+    bool saved_ = false;
+    int error_ = 0;
+};
+
+} // namespace hugezero::detail
+
+#endif
