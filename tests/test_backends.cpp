@@ -30,6 +30,7 @@
 #include "support/hugepages.hpp"
 #include "support/skip.hpp"
 #include "support/sysfs_tree.hpp"
+#include "support/test_machine.hpp"
 
 using namespace hugezero::literals;
 using hugezero::global_counters;
@@ -142,7 +143,15 @@ private:
 
 class simulated_kernel {
 public:
-    simulated_kernel()
+    simulated_kernel() : simulated_kernel([](std::shared_ptr<hugezero::sim::kernel> k) {
+        return hugezero::machine(std::make_shared<hugezero::sim::backend>(std::move(k)));
+    })
+    {
+    }
+
+    // A kernel shaped like this machine, seen through @p open (a backend for it, as a machine).
+    template <class Open>
+    explicit simulated_kernel(Open open)
         : kernel_(hugezero::sim::machine_builder()
                       .cpus(node_id(0), process_cpus())
                       .pages(2_MiB, 6)
@@ -154,7 +163,7 @@ public:
                       .without_zeroable(2_MiB) // a stock kernel, like this one
                       .without_zeroable(1_GiB)
                       .build()),
-          machine_(std::make_shared<hugezero::sim::backend>(kernel_))
+          machine_(open(kernel_))
     {
     }
 
@@ -206,6 +215,23 @@ private:
     hugezero::machine machine_;
 };
 
+#ifdef HUGEZERO_TEST_EMULATOR
+// ----- the same simulated kernel, served through FUSE to the real sysfs_backend -----
+
+// What simulated_kernel serves, mounted (tests/emulator/fuse_sysfs.hpp): the backend under test
+// is then the real sysfs_backend, doing openat, pread at offset 0 and epoll through the kernel.
+class emulated_kernel : public simulated_kernel {
+public:
+    emulated_kernel() : simulated_kernel(hugezero::test::machine_for) {}
+    [[nodiscard]] std::string expected_display(std::string_view relative) const
+    {
+        const auto& root = dynamic_cast<const hugezero::sysfs_backend&>(machine().backend()).root();
+        return (root / relative).string();
+    }
+    [[nodiscard]] static std::uint32_t expected_watch_events() { return EPOLLPRI; }
+};
+#endif
+
 // Compares what hugezero reads with the truth. The real counters may move while we look (the
 // kernel, other processes): only a reading taken while the truth stood still counts.
 template <class Read, class Truth>
@@ -235,10 +261,17 @@ std::vector<page_size> sizes_of(const hugezero::node_info& node)
 
 TYPE_TO_STRING(real_sysfs);
 TYPE_TO_STRING(simulated_kernel);
+#ifdef HUGEZERO_TEST_EMULATOR
+TYPE_TO_STRING(emulated_kernel);
+// The emulator build runs the suite through FUSE only; the normal build covers the other two.
+#define HUGEZERO_BACKEND_FIXTURES emulated_kernel
+#else
+#define HUGEZERO_BACKEND_FIXTURES real_sysfs, simulated_kernel
+#endif
 
 TEST_SUITE("backends")
 {
-    TEST_CASE_TEMPLATE("backend discovery finds node0 with 2MiB and 1GiB", Fixture, real_sysfs, simulated_kernel)
+    TEST_CASE_TEMPLATE("backend discovery finds node0 with 2MiB and 1GiB", Fixture, HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -254,7 +287,7 @@ TEST_SUITE("backends")
         CHECK(t.page_sizes() == std::vector<page_size>{2_MiB, 1_GiB});
     }
 
-    TEST_CASE_TEMPLATE("backend counters equal the truth", Fixture, real_sysfs, simulated_kernel)
+    TEST_CASE_TEMPLATE("backend counters equal the truth", Fixture, HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -269,7 +302,7 @@ TEST_SUITE("backends")
         }
     }
 
-    TEST_CASE_TEMPLATE("backend global counters equal the truth", Fixture, real_sysfs, simulated_kernel)
+    TEST_CASE_TEMPLATE("backend global counters equal the truth", Fixture, HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -283,8 +316,8 @@ TEST_SUITE("backends")
         }
     }
 
-    TEST_CASE_TEMPLATE("backend detects and reports a kernel without zeroable_hugepages", Fixture, real_sysfs,
-                       simulated_kernel)
+    TEST_CASE_TEMPLATE("backend detects and reports a kernel without zeroable_hugepages", Fixture,
+                       HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -307,8 +340,8 @@ TEST_SUITE("backends")
         CHECK(hugezero::test::contains(message, "hugezero::pool"));
     }
 
-    TEST_CASE_TEMPLATE("backend read of a missing attribute is ENOENT naming the full path", Fixture, real_sysfs,
-                       simulated_kernel)
+    TEST_CASE_TEMPLATE("backend read of a missing attribute is ENOENT naming the full path", Fixture,
+                       HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -319,7 +352,7 @@ TEST_SUITE("backends")
               == "hugezero: open " + fixture.expected_display(path) + ": " + std::generic_category().message(ENOENT));
     }
 
-    TEST_CASE_TEMPLATE("backend list of a missing directory is nullopt", Fixture, real_sysfs, simulated_kernel)
+    TEST_CASE_TEMPLATE("backend list of a missing directory is nullopt", Fixture, HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -338,7 +371,7 @@ TEST_SUITE("backends")
         }
     }
 
-    TEST_CASE_TEMPLATE("backend open_writer on a read-only counter fails with EACCES", Fixture, real_sysfs, simulated_kernel)
+    TEST_CASE_TEMPLATE("backend open_writer on a read-only counter fails with EACCES", Fixture, HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -350,8 +383,8 @@ TEST_SUITE("backends")
                      + std::generic_category().message(EACCES));
     }
 
-    TEST_CASE_TEMPLATE("backend watch on a counter is pollable and rearm returns its content", Fixture, real_sysfs,
-                       simulated_kernel)
+    TEST_CASE_TEMPLATE("backend watch on a counter is pollable and rearm returns its content", Fixture,
+                       HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());
@@ -373,7 +406,7 @@ TEST_SUITE("backends")
         check_matches_truth([&] { return watch->rearm(); }, [&] { return fixture.true_text(path); });
     }
 
-    TEST_CASE_TEMPLATE("backend display_path names the file", Fixture, real_sysfs, simulated_kernel)
+    TEST_CASE_TEMPLATE("backend display_path names the file", Fixture, HUGEZERO_BACKEND_FIXTURES)
     {
         Fixture fixture;
         HUGEZERO_SKIP_IF(!fixture.unavailable().empty(), fixture.unavailable());

@@ -9,6 +9,7 @@
 
 #include <hugezero/hugezero.hpp>
 
+#include "support/test_machine.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -24,7 +25,7 @@ const hstate node0_2m{node_id(0), 2_MiB};
 
 struct simulated {
     explicit simulated(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()), machine(std::make_shared<hugezero::sim::backend>(kernel))
+        : kernel(builder.build()), machine(hugezero::test::machine_for(kernel))
     {
     }
     std::shared_ptr<hugezero::sim::kernel> kernel;

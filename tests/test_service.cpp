@@ -15,6 +15,7 @@
 
 #include "support/expect.hpp"
 #include "support/recording_backend.hpp"
+#include "support/test_machine.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -32,7 +33,7 @@ const hstate node1_2m{node_id(1), 2_MiB};
 struct fixture {
     explicit fixture(hugezero::sim::machine_builder builder)
         : kernel(builder.build()),
-          recorder(std::make_shared<hugezero::test::recording_backend>(std::make_shared<hugezero::sim::backend>(kernel))),
+          recorder(std::make_shared<hugezero::test::recording_backend>(hugezero::test::backend_for(kernel))),
           machine(recorder)
     {
     }

@@ -15,6 +15,7 @@
 
 #include "support/expect.hpp"
 #include "support/recording_backend.hpp"
+#include "support/test_machine.hpp"
 
 using namespace hugezero::literals;
 using namespace std::chrono_literals;
@@ -28,7 +29,7 @@ const hstate node0_2m{node_id(0), 2_MiB};
 struct fixture {
     explicit fixture(hugezero::sim::machine_builder builder)
         : kernel(builder.build()),
-          recorder(std::make_shared<hugezero::test::recording_backend>(std::make_shared<hugezero::sim::backend>(kernel))),
+          recorder(std::make_shared<hugezero::test::recording_backend>(hugezero::test::backend_for(kernel))),
           machine(recorder)
     {
     }
@@ -180,7 +181,7 @@ TEST_SUITE("zeroing")
         CHECK(result.status == hugezero::zeroing_status::failed);
         CHECK(result.error.value() == EIO);
         CHECK(result.pages_zeroed == 0);
-        CHECK(hugezero::test::contains(result.error_message, "simulated:/sys/" + path));
+        CHECK(hugezero::test::contains(result.error_message, f.machine.backend().display_path(path)));
         CHECK(f.kernel->statistics(node0_2m).pages_zeroed_by_writes == 0);
     }
 

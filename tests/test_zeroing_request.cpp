@@ -10,6 +10,7 @@
 
 #include "support/expect.hpp"
 #include "support/recording_backend.hpp"
+#include "support/test_machine.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -24,7 +25,7 @@ const hstate node0_2m{node_id(0), 2_MiB};
 struct fixture {
     explicit fixture(hugezero::sim::machine_builder builder)
         : kernel(builder.build()),
-          recorder(std::make_shared<hugezero::test::recording_backend>(std::make_shared<hugezero::sim::backend>(kernel))),
+          recorder(std::make_shared<hugezero::test::recording_backend>(hugezero::test::backend_for(kernel))),
           machine(recorder)
     {
     }
@@ -121,7 +122,8 @@ TEST_SUITE("zeroing_request")
         const auto result = hugezero::zeroing_request(f.machine, node0_2m, std::nullopt).get();
         CHECK(result.status == hugezero::zeroing_status::failed);
         CHECK(result.error.value() == EACCES);
-        CHECK(hugezero::test::contains(result.error_message, "open for writing simulated:/sys/devices/system/node/node0"));
+        CHECK(hugezero::test::contains(result.error_message,
+                                       "open for writing " + f.machine.backend().display_path("devices/system/node/node0")));
     }
 
     TEST_CASE("a moved-from request says so instead of crashing")

@@ -42,7 +42,8 @@ public:
     }
 
     /// Parses a size written by a person: digits then a binary unit, e.g. `2M`, `2MiB`,
-    /// `2048kB`, `2048K`, `1G`, `1GiB`, `1048576kB`. Units are binary (as sysfs's `kB` is).
+    /// `2048kB`, `2048K`, `1G`, `1GiB`, `1048576kB`. Units are binary (as sysfs's `kB` is), up to
+    /// `E`/`EiB`, so that every size parses back from how it prints.
     /// @throws std::invalid_argument naming @p text when it is not such a size.
     static page_size parse(std::string_view text);
 
@@ -106,6 +107,10 @@ inline page_size page_size::parse(std::string_view text)
         shift = 30;
     else if (unit == "T" || unit == "TB" || unit == "TiB")
         shift = 40;
+    else if (unit == "P" || unit == "PB" || unit == "PiB")
+        shift = 50;
+    else if (unit == "E" || unit == "EB" || unit == "EiB")
+        shift = 60;
     else if (unit.empty())
         throw fail("a unit is required (K, M or G; e.g. 2M, 2048kB, 1G)");
     else

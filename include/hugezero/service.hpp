@@ -220,7 +220,7 @@ public:
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         std::unique_lock lock(drained_mutex_);
         for (;;) {
-            if (busy_.load() == 0 && !paused_.load() && nothing_zeroable())
+            if (drained_now())
                 return true;
             const auto now = std::chrono::steady_clock::now();
             if (timeout >= std::chrono::nanoseconds::zero() && now >= deadline)
@@ -291,11 +291,30 @@ private:
             c.record_error(e.error.value());
             return;
         }
-        c.zeroable.store(e.zeroable, std::memory_order_relaxed);
-        if (e.zeroable > 0)
+        // A count above zero wakes the node's workers, which read it afresh and store that: the
+        // event's own value may already be stale (a worker zeroed pages since), and storing it
+        // after a worker's fresher reading would leave the statistics wrong once drained.
+        if (e.zeroable == 0)
+            c.zeroable.store(0, std::memory_order_relaxed);
+        else
             for (auto& n : nodes_)
                 if (n->node == e.which.node)
                     wake(*n);
+    }
+
+    // Whether, at one moment, nothing is zeroable, no worker has a wake-up it has not taken,
+    // and none is busy. In that order: a worker takes a wake-up and becomes busy under its node's
+    // lock, and zeroable pages only disappear while some worker is busy (or by consumers).
+    bool drained_now()
+    {
+        if (paused_.load() || !nothing_zeroable())
+            return false;
+        for (const auto& slot : slots_) {
+            const std::lock_guard lock(slot->node.mutex);
+            if (slot->seen_epoch != slot->node.epoch)
+                return false;
+        }
+        return busy_.load() == 0;
     }
 
     bool nothing_zeroable() const
@@ -363,9 +382,9 @@ private:
                     if (!go)
                         continue;
                     slot.seen_epoch = node.epoch;
+                    busy_.fetch_add(1); // with the wake-up it takes: see drained_now()
                 }
                 retry.reset();
-                busy_.fetch_add(1);
                 for (auto& s : sessions)
                     drain(*s, stop, retry);
                 busy_.fetch_sub(1);
@@ -387,6 +406,8 @@ private:
             if (!retry || t < *retry)
                 retry = t;
         };
+        constexpr unsigned max_consecutive_rejections = 64;
+        unsigned rejections = 0;
         while (!stop.stop_requested() && !paused_.load()) {
             std::uint64_t zeroable = 0;
             policy_decision decision;
@@ -423,9 +444,19 @@ private:
             c.time_zeroing_ns.fetch_add(step.duration.count(), relaxed);
             if (step.signalled || step.error == EINTR)
                 c.requests_interrupted.fetch_add(1, relaxed);
-            if (step.error == EINVAL && !step.signalled)
+            if (step.error == EINVAL && !step.signalled) {
                 c.requests_rejected.fetch_add(1, relaxed);
-            else if (step.error != 0 && step.error != EINTR && step.error != EINVAL) {
+                // As in run_zeroing(): a kernel that keeps rejecting requests is an error, not a
+                // race with another writer; back off instead of spinning.
+                if (++rejections == max_consecutive_rejections) {
+                    c.record_error(EINVAL);
+                    retry_no_later_than(clock::now() + options_.error_backoff);
+                    return;
+                }
+                continue;
+            }
+            rejections = 0;
+            if (step.error != 0 && step.error != EINTR && step.error != EINVAL) {
                 c.record_error(step.error);
                 retry_no_later_than(clock::now() + options_.error_backoff);
                 return;

@@ -138,6 +138,11 @@ public:
     /// (empty on timeout or after stop()). Each notified hstate is re-read (which re-arms its
     /// notification); a safety-net tick re-reads all and reports those that changed. An
     /// attribute that cannot be re-read is reported as an event with `error` set, at each tick.
+    ///
+    /// An attribute that fails (for instance its node went offline: the kernel then fails its
+    /// open file for good, and polls it as changed forever) stops being polled, and is watched
+    /// by the safety net only. The first tick that reads it again reports it (even unchanged)
+    /// and opens a new watch on it, so its notifications come back with it.
     /// @throws std::system_error only if epoll itself fails.
     std::vector<watch_event> wait(std::chrono::nanoseconds timeout)
     {
@@ -211,6 +216,7 @@ private:
         std::unique_ptr<attribute_watch> watch;
         std::uint64_t last;
         bool pollable;
+        bool failed = false; // the last read failed: not polled until read again (see wait())
     };
 
     static epoll_event make_event(std::uint32_t events, std::uint64_t key)
@@ -227,10 +233,12 @@ private:
     {
         watch_event event{e.which, e.last, reason, {}, {}};
         try {
-            const std::uint64_t now = reason == watch_reason::notified
+            const std::uint64_t now = reason == watch_reason::notified && !e.failed
                                           ? detail::counter_from(machine_.backend(), e.path, e.watch->rearm())
                                           : detail::read_counter(machine_.backend(), e.path);
-            if (reason == watch_reason::periodic && now == e.last)
+            if (e.failed)
+                rewatch(e); // readable again: a new watch, so that notifications come back too
+            else if (reason == watch_reason::periodic && now == e.last)
                 return;
             e.last = event.zeroable = now;
         } catch (const std::system_error& error) {
@@ -240,7 +248,31 @@ private:
             event.error = std::make_error_code(std::errc::bad_message);
             event.message = error.what();
         }
+        if (event.error)
+            unwatch(e);
         events.push_back(std::move(event));
+    }
+
+    // Stops polling @p e after a failure: an open file of a removed sysfs attribute stays
+    // "changed" forever, which would make a level-triggered epoll spin.
+    void unwatch(entry& e) noexcept
+    {
+        e.failed = true;
+        if (e.pollable)
+            (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.watch->fd(), nullptr);
+        e.pollable = false;
+    }
+
+    // Replaces @p e's watch by a new one on the attribute as it is now, polled again.
+    // @throws std::system_error as backend::open_watch; @p e then stays failed.
+    void rewatch(entry& e)
+    {
+        auto fresh = machine_.backend().open_watch(e.path);
+        const auto key = static_cast<std::uint64_t>(&e - entries_.data());
+        epoll_event registration = make_event(fresh->events(), key);
+        e.pollable = ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fresh->fd(), &registration) == 0;
+        e.watch = std::move(fresh);
+        e.failed = false;
     }
 
     void add(int fd, std::uint32_t events, std::uint64_t key)

@@ -95,7 +95,7 @@ struct zeroing_result {
     std::uint64_t pages_zeroed = 0;                  ///< Pages zeroed (see above).
     bool exact = true;                               ///< False if a write of this request was cut short.
     std::uint64_t writes = 0;                        ///< Requests written to the kernel.
-    std::uint64_t interrupted_writes = 0;            ///< Of those, cut short by the cancellation signal.
+    std::uint64_t interrupted_writes = 0;            ///< Of those, cut short by a signal (see zero_pages()).
     std::uint64_t rejected_writes = 0;               ///< Of those, rejected (`EINVAL`: another writer came first).
     std::uint64_t zeroable_before = 0;               ///< `zeroable_hugepages` when the request started.
     std::uint64_t zeroable_after = 0;                ///< `zeroable_hugepages` when it ended.
@@ -210,9 +210,14 @@ public:
             result.what = step::outcome::stopped;
             return result;
         }
+        if (writer_stale_)
+            reopen_writer();
         const std::string request = std::to_string(result.claimed);
         const auto start = std::chrono::steady_clock::now();
         const write_outcome outcome = writer_->write(request);
+        // ENODEV: the attribute was removed while open (its node went offline). The kernel fails
+        // that open file for good, even once the node is back: the next write opens it anew.
+        writer_stale_ = outcome.error == ENODEV;
         result.duration = std::chrono::steady_clock::now() - start;
         result.signalled = interrupter_ && interrupter_->end_call();
         result.error = outcome.error;
@@ -229,12 +234,24 @@ public:
     }
 
 private:
+    // Replaces the writer by one on the attribute as it is now; if it cannot be opened (the node
+    // is still offline), the old one stays and its write fails again with ENODEV.
+    void reopen_writer() noexcept
+    {
+        try {
+            writer_ = machine_.backend().open_writer(path_);
+            writer_stale_ = false;
+        } catch (const std::exception&) {
+        }
+    }
+
     machine machine_;
     hstate which_;
     std::string path_;
     hstate_ledger& ledger_;
     std::uint64_t batch_;
     std::unique_ptr<attribute_writer> writer_;
+    bool writer_stale_ = false; // the last write failed with ENODEV
     std::shared_ptr<interrupter> interrupter_; // the thread's, shared with its other sessions
     std::atomic<bool> interrupted_{false};
 };
@@ -318,6 +335,17 @@ inline zeroing_result run_zeroing(zeroing_session& session, std::optional<std::u
 /// zeroing_options::batch_bytes. Returns when they are zeroed, when nothing zeroable is left
 /// (fewer pages than asked; see the result), when @p stop is requested (the write in progress is
 /// interrupted), or on an I/O error (status failed, with the errno and the file).
+///
+/// Errors that end a request, and those that do not:
+/// - `EINTR` when no stop was requested (another signal reached the thread: a profiler's, the
+///   application's) ends only that write: the request re-reads the counter, credits what the
+///   write did, and goes on, also through a storm of them. It counts in `interrupted_writes`
+///   and makes the result inexact. Only @p stop cancels a request.
+/// - `EINVAL` (another writer took the pages first) is retried after re-reading the counter;
+///   64 in a row end the request as failed.
+/// - `ENODEV` (the attribute was removed while open: its node went offline) fails the request;
+///   a later write of the same session (the service's workers) opens the attribute anew.
+/// - Any other errno of a write, and any failure to read the counter, fails the request.
 ///
 /// In signal mode the calling thread gets hugezero's cancellation signal unblocked for the
 /// duration of the call (its mask is restored before returning).

@@ -1,0 +1,49 @@
+// Counting a process's open file descriptors and threads, so that error paths can be checked
+// for leaks: take a snapshot before, do the failing thing, and compare after.
+#ifndef HUGEZERO_TESTS_SUPPORT_RESOURCES_HPP
+#define HUGEZERO_TESTS_SUPPORT_RESOURCES_HPP
+
+#include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <string>
+
+namespace hugezero::test {
+
+// Threads named this way are not counted: the FUSE emulator's workers, which libfuse starts and
+// ends on demand (tests/emulator/fuse_sysfs.hpp names them).
+inline constexpr const char* uncounted_thread_name = "hz-fuse";
+
+struct resource_counts {
+    std::size_t fds = 0;
+    std::size_t threads = 0;
+    friend bool operator==(const resource_counts&, const resource_counts&) = default;
+    friend std::ostream& operator<<(std::ostream& out, const resource_counts& r)
+    {
+        return out << r.fds << " fds, " << r.threads << " threads";
+    }
+};
+
+// The open descriptors of this process (the one used to list them included, both times) and its
+// threads, except the emulator's.
+inline resource_counts count_resources()
+{
+    resource_counts r;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        (void)entry;
+        ++r.fds;
+    }
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(entry.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name != uncounted_thread_name)
+            ++r.threads;
+    }
+    return r;
+}
+
+} // namespace hugezero::test
+
+#endif
