@@ -23,14 +23,7 @@ namespace {
 const hstate node0_1g{node_id(0), 1_GiB};
 const hstate node0_2m{node_id(0), 2_MiB};
 
-struct simulated {
-    explicit simulated(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()), machine(hugezero::test::machine_for(kernel))
-    {
-    }
-    std::shared_ptr<hugezero::sim::kernel> kernel;
-    hugezero::machine machine;
-};
+using simulated = hugezero::test::simulated_machine;
 
 // One write for the whole request, so that only a signal can end it early.
 hugezero::request_options one_write_for(std::uint64_t pages, hugezero::page_size size)

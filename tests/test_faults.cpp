@@ -38,13 +38,8 @@ const hstate node0_1g{node_id(0), 1_GiB};
 const hstate node1_2m{node_id(1), 2_MiB};
 const hstate node1_1g{node_id(1), 1_GiB};
 
-struct simulated {
-    explicit simulated(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()), machine(hugezero::test::machine_for(kernel))
-    {
-    }
-    std::shared_ptr<hugezero::sim::kernel> kernel;
-    hugezero::machine machine;
+struct simulated : hugezero::test::simulated_machine {
+    using simulated_machine::simulated_machine;
 
     [[nodiscard]] std::string attribute(const hstate& h, std::string_view name) const
     {

@@ -20,6 +20,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/hugepages.hpp"
+#include "support/resources.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
 
@@ -46,14 +47,6 @@ std::string list_fds()
     return out;
 }
 
-std::size_t count_entries(const char* directory)
-{
-    std::size_t n = 0;
-    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(directory))
-        ++n;
-    return n;
-}
-
 std::uint64_t free_pages(hugezero::page_size size)
 {
     return hugezero::test::read_sysfs_counter("/sys/kernel/mm/hugepages/hugepages-" + std::to_string(size.kib())
@@ -61,30 +54,16 @@ std::uint64_t free_pages(hugezero::page_size size)
         .value_or(0);
 }
 
-// A thread started and joined, so that runtimes which start a helper thread with the first
-// thread (ThreadSanitizer's background thread) have done so before threads are counted.
-std::size_t settle_runtime_threads()
-{
-    std::thread([] {}).join();
-    return 0;
-}
-
 // What a test must give back: fds, threads and free huge pages, as they were at construction.
 struct resources {
-    explicit resources(hugezero::page_size s)
-        : size(s), fds(count_entries("/proc/self/fd")),
-          threads(settle_runtime_threads() + count_entries("/proc/self/task")), free(free_pages(s))
-    {
-    }
+    explicit resources(hugezero::page_size s) : size(s), counts(hugezero::test::count_resources()), free(free_pages(s)) {}
     void check_restored() const
     {
-        CHECK(count_entries("/proc/self/fd") == fds);
-        CHECK(count_entries("/proc/self/task") == threads);
+        CHECK(hugezero::test::count_resources() == counts);
         CHECK(free_pages(size) == free);
     }
     hugezero::page_size size;
-    std::size_t fds;
-    std::size_t threads;
+    hugezero::test::resource_counts counts;
     std::uint64_t free;
 };
 
@@ -467,7 +446,7 @@ TEST_SUITE("pool")
                 // No growth: the machine's sysfs root, the lease, a ready file, a file being
                 // filled, and a counter file the refill may be reading at this moment.
                 if (i % 100 == 0)
-                    REQUIRE_MESSAGE(count_entries("/proc/self/fd") <= before.fds + 5, list_fds());
+                    REQUIRE_MESSAGE(hugezero::test::count_resources().fds <= before.counts.fds + 5, list_fds());
             }
             const auto s = p.statistics(node0_2m);
             CHECK(s.leases_served == 1000);

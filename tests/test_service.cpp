@@ -30,16 +30,8 @@ const hstate node0_2m{node_id(0), 2_MiB};
 const hstate node0_1g{node_id(0), 1_GiB};
 const hstate node1_2m{node_id(1), 2_MiB};
 
-struct fixture {
-    explicit fixture(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()),
-          recorder(std::make_shared<hugezero::test::recording_backend>(hugezero::test::backend_for(kernel))),
-          machine(recorder)
-    {
-    }
-    std::shared_ptr<hugezero::sim::kernel> kernel;
-    std::shared_ptr<hugezero::test::recording_backend> recorder;
-    hugezero::machine machine;
+struct fixture : hugezero::test::recorded_machine {
+    using recorded_machine::recorded_machine;
 
     // The service's statistics equal the kernel's ground truth for every hstate it handles.
     void check_statistics_match(const hugezero::prezero_service& service) const

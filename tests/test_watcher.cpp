@@ -26,14 +26,7 @@ namespace {
 const hstate node0_2m{node_id(0), 2_MiB};
 const hstate node1_2m{node_id(1), 2_MiB};
 
-struct simulated {
-    explicit simulated(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()), machine(hugezero::test::machine_for(kernel))
-    {
-    }
-    std::shared_ptr<hugezero::sim::kernel> kernel;
-    hugezero::machine machine;
-};
+using simulated = hugezero::test::simulated_machine;
 
 hugezero::watcher_options no_safety_net()
 {

@@ -26,25 +26,7 @@ namespace {
 
 const hstate node0_2m{node_id(0), 2_MiB};
 
-struct fixture {
-    explicit fixture(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()),
-          recorder(std::make_shared<hugezero::test::recording_backend>(hugezero::test::backend_for(kernel))),
-          machine(recorder)
-    {
-    }
-    std::shared_ptr<hugezero::sim::kernel> kernel;
-    std::shared_ptr<hugezero::test::recording_backend> recorder;
-    hugezero::machine machine;
-
-    [[nodiscard]] std::vector<std::string> requests() const
-    {
-        std::vector<std::string> out;
-        for (const auto& w : recorder->writes())
-            out.push_back(w.request);
-        return out;
-    }
-};
+using fixture = hugezero::test::recorded_machine;
 
 template <class T>
 std::string printed(const T& value)
@@ -150,6 +132,25 @@ TEST_SUITE("zeroing")
         CHECK(f.kernel->counts(node0_2m).zeroed == 2000);
         // Every write asked for pages nobody else had claimed: the kernel never saw one too many.
         CHECK(f.kernel->statistics(node0_2m).writes_rejected == 0);
+    }
+
+    TEST_CASE("a reading made stale by another writer's finished claim never claims too much")
+    {
+        // Writer B reads 20 zeroable pages; meanwhile writer A claims 16, zeroes them and
+        // settles. B's reading no longer shows A's pages as outstanding, yet they are gone: B
+        // must not claim them again, or B and a third writer could together ask the kernel for
+        // more than it has, and a write ending early would still succeed.
+        hugezero::detail::hstate_ledger ledger;
+        const auto b_ticket = ledger.ticket();
+        const std::uint64_t b_reading = 20;
+        const auto a_ticket = ledger.ticket();
+        REQUIRE(ledger.claim(20, a_ticket, 16) == 16);
+        CHECK(ledger.settle(16, std::uint64_t{16}, [] { return std::uint64_t{4}; }) == 16);
+        CHECK(ledger.claim(b_reading, b_ticket, 16) == 4); // not 16: only 4 pages can be left
+        // A fresh reading, with a fresh ticket, sees the truth.
+        CHECK(ledger.settle(4, std::uint64_t{4}, [] { return std::uint64_t{0}; }) == 4);
+        const auto fresh = ledger.ticket();
+        CHECK(ledger.claim(0, fresh, 16) == 0);
     }
 
     TEST_CASE("an EINVAL caused by a competing writer is retried, not counted")

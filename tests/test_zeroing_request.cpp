@@ -22,17 +22,7 @@ namespace {
 
 const hstate node0_2m{node_id(0), 2_MiB};
 
-struct fixture {
-    explicit fixture(hugezero::sim::machine_builder builder)
-        : kernel(builder.build()),
-          recorder(std::make_shared<hugezero::test::recording_backend>(hugezero::test::backend_for(kernel))),
-          machine(recorder)
-    {
-    }
-    std::shared_ptr<hugezero::sim::kernel> kernel;
-    std::shared_ptr<hugezero::test::recording_backend> recorder;
-    hugezero::machine machine;
-};
+using fixture = hugezero::test::recorded_machine;
 
 bool readable(int fd)
 {

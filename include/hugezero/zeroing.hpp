@@ -193,14 +193,18 @@ public:
     [[nodiscard]] std::string display_path() const { return machine_.backend().display_path(path_); }
 
     /// Reads `zeroable_hugepages`. @throws std::system_error, hugezero::parse_error.
-    [[nodiscard]] std::uint64_t read_zeroable() const { return read_counter(machine_.backend(), path_); }
+    [[nodiscard]] std::uint64_t read_zeroable()
+    {
+        ticket_ = ledger_.ticket(); // the claim made with this reading allows for staleness
+        return read_counter(machine_.backend(), path_);
+    }
 
-    /// Claims up to @p want pages (at most one batch) of the @p zeroable pages just read, and
-    /// writes one request for them.
+    /// Claims up to @p want pages (at most one batch) of the @p zeroable pages, which must be
+    /// this session's latest read_zeroable(), and writes one request for them.
     step zero_some(std::uint64_t zeroable, std::uint64_t want)
     {
         step result;
-        result.claimed = ledger_.claim(zeroable, std::min(want, batch_));
+        result.claimed = ledger_.claim(zeroable, ticket_, std::min(want, batch_));
         if (result.claimed == 0) {
             result.what = step::outcome::nothing_to_claim;
             return result;
@@ -229,7 +233,7 @@ public:
         else if (!result.signalled && outcome.error == EINVAL)
             done = 0;
         result.exact = done.has_value();
-        result.credited = ledger_.settle(result.claimed, done, [this] { return read_zeroable(); });
+        result.credited = ledger_.settle(result.claimed, done, [this] { return read_counter(machine_.backend(), path_); });
         return result;
     }
 
@@ -252,6 +256,7 @@ private:
     std::uint64_t batch_;
     std::unique_ptr<attribute_writer> writer_;
     bool writer_stale_ = false; // the last write failed with ENODEV
+    std::uint64_t ticket_ = 0;  // the ledger's ticket taken with the latest reading
     std::shared_ptr<interrupter> interrupter_; // the thread's, shared with its other sessions
     std::atomic<bool> interrupted_{false};
 };

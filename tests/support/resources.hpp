@@ -8,6 +8,7 @@
 #include <fstream>
 #include <ostream>
 #include <string>
+#include <thread>
 
 namespace hugezero::test {
 
@@ -29,6 +30,9 @@ struct resource_counts {
 // threads, except the emulator's.
 inline resource_counts count_resources()
 {
+    // A thread started and joined first, so that a runtime that starts a helper thread with the
+    // first thread (ThreadSanitizer's background thread) has done so before threads are counted.
+    std::thread([] {}).join();
     resource_counts r;
     for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
         (void)entry;

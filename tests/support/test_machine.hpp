@@ -7,12 +7,17 @@
 #define HUGEZERO_TESTS_SUPPORT_TEST_MACHINE_HPP
 
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <hugezero/backend.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/sim/backend.hpp>
+#include <hugezero/sim/builder.hpp>
 #include <hugezero/sim/kernel.hpp>
+
+#include "support/recording_backend.hpp"
 
 #ifdef HUGEZERO_TEST_EMULATOR
 #include <hugezero/sysfs_backend.hpp>
@@ -55,6 +60,34 @@ inline std::shared_ptr<hugezero::backend> backend_for(std::shared_ptr<sim::kerne
 
 /// A machine over backend_for(@p k).
 inline hugezero::machine machine_for(std::shared_ptr<sim::kernel> k) { return hugezero::machine(backend_for(std::move(k))); }
+
+/// The usual fixture: a simulated kernel built by @p builder and a machine over it.
+struct simulated_machine {
+    explicit simulated_machine(sim::machine_builder builder) : kernel(builder.build()), machine(machine_for(kernel)) {}
+    std::shared_ptr<sim::kernel> kernel;
+    hugezero::machine machine;
+};
+
+/// The same with a recording_backend in between, to see every write (its thread, CPUs,
+/// scheduling policy and request) and to put a competing writer right before one.
+struct recorded_machine {
+    explicit recorded_machine(sim::machine_builder builder)
+        : kernel(builder.build()), recorder(std::make_shared<recording_backend>(backend_for(kernel))), machine(recorder)
+    {
+    }
+    std::shared_ptr<sim::kernel> kernel;
+    std::shared_ptr<recording_backend> recorder;
+    hugezero::machine machine;
+
+    /// The requests written so far, in order.
+    [[nodiscard]] std::vector<std::string> requests() const
+    {
+        std::vector<std::string> out;
+        for (const auto& w : recorder->writes())
+            out.push_back(w.request);
+        return out;
+    }
+};
 
 } // namespace hugezero::test
 

@@ -18,6 +18,11 @@ namespace hugezero::detail {
 /// having been signalled did exactly `x` pages: counts stay exact. So each write first claims
 /// its pages here, net of pages claimed by writes still in flight.
 ///
+/// A reading of the counter can be stale by the time it is used to claim: pages of claims that
+/// settled in between were zeroed, maybe after the reading, and are no longer outstanding. So a
+/// writer takes a ticket() before reading, and claim() also deducts every page settled since
+/// that ticket. Staleness can only make a claim smaller, never too large.
+///
 /// Writes whose outcome is unknown (interrupted, or signalled and then successful) are settled
 /// from the counter, but only when no other claim is in flight: then the drop of the counter
 /// since the first claim of that busy period, minus the pages known exactly, is what the
@@ -25,12 +30,20 @@ namespace hugezero::detail {
 /// hstate in the meantime). That amount is credited to the writer that ends the busy period.
 class hstate_ledger {
 public:
-    /// Claims up to @p want of the @p zeroable pages just read; 0 means every zeroable page is
-    /// already claimed by writes in flight.
-    std::uint64_t claim(std::uint64_t zeroable, std::uint64_t want)
+    /// What to pass to claim() with a reading of the counter: take it just before reading.
+    [[nodiscard]] std::uint64_t ticket()
     {
         const std::lock_guard lock(mutex_);
-        const std::uint64_t unclaimed = zeroable > outstanding_ ? zeroable - outstanding_ : 0;
+        return settled_;
+    }
+
+    /// Claims up to @p want of the @p zeroable pages read after taking @p ticket; 0 means every
+    /// zeroable page is already claimed by writes in flight (or may have been since the reading).
+    std::uint64_t claim(std::uint64_t zeroable, std::uint64_t ticket, std::uint64_t want)
+    {
+        const std::lock_guard lock(mutex_);
+        const std::uint64_t gone = outstanding_ + (settled_ - ticket);
+        const std::uint64_t unclaimed = zeroable > gone ? zeroable - gone : 0;
         const std::uint64_t pages = std::min(want, unclaimed);
         if (pages == 0)
             return 0;
@@ -52,6 +65,7 @@ public:
     {
         const std::lock_guard lock(mutex_);
         outstanding_ -= claimed;
+        settled_ += claimed; // at most this many pages left the counter since the claim
         --in_flight_;
         std::uint64_t credited = 0;
         if (done) {
@@ -77,6 +91,7 @@ public:
 private:
     std::mutex mutex_;
     std::uint64_t outstanding_ = 0;
+    std::uint64_t settled_ = 0; // pages of every settled claim: tickets count from it
     unsigned in_flight_ = 0;
     std::uint64_t baseline_ = 0;
     std::uint64_t exact_since_baseline_ = 0;
