@@ -59,13 +59,7 @@ public:
         std::vector<std::string> parsed_args{"--simulate"};
         parsed_args.insert(parsed_args.end(), sim_args_.begin(), sim_args_.end());
         const auto o = zero_all_nodes::parse_arguments(parsed_args);
-        hugezero::sim::machine_builder builder;
-        builder.nodes(o.sim_nodes);
-        for (const auto& [size, count] : o.sim_pages)
-            builder.pages(size, count);
-        for (const auto& [size, cost] : o.sim_page_costs)
-            builder.page_cost(size, cost);
-        kernel_ = builder.build();
+        kernel_ = zero_all_nodes::simulated_machine(o).build();
         mount_.emplace(kernel_, dir_.path());
 #endif
     }

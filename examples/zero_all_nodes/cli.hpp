@@ -16,6 +16,7 @@
 #include <hugezero/cpu_set.hpp>
 #include <hugezero/detail/parse.hpp>
 #include <hugezero/page_size.hpp>
+#include <hugezero/sim/builder.hpp>
 
 namespace zero_all_nodes {
 
@@ -129,6 +130,19 @@ inline unsigned parse_count(std::string_view text, unsigned min, unsigned max)
     if (*value < min || *value > max)
         throw std::invalid_argument("must be between " + std::to_string(min) + " and " + std::to_string(max));
     return static_cast<unsigned>(*value);
+}
+
+/// The simulated machine the --simulate and --sim-* options describe (not yet built, so a caller
+/// can add switches such as the kernel's signal behaviour).
+inline hugezero::sim::machine_builder simulated_machine(const options& o)
+{
+    hugezero::sim::machine_builder builder;
+    builder.nodes(o.sim_nodes);
+    for (const auto& [size, count] : o.sim_pages)
+        builder.pages(size, count);
+    for (const auto& [size, cost] : o.sim_page_costs)
+        builder.page_cost(size, cost);
+    return builder;
 }
 
 /// Parses the command line (without the program name).

@@ -54,13 +54,7 @@ hugezero::machine open_machine(const zero_all_nodes::options& o)
 {
     if (!o.simulate)
         return o.sysfs_root ? hugezero::machine::open(*o.sysfs_root) : hugezero::machine::open();
-    hugezero::sim::machine_builder builder;
-    builder.nodes(o.sim_nodes);
-    for (const auto& [size, count] : o.sim_pages)
-        builder.pages(size, count);
-    for (const auto& [size, cost] : o.sim_page_costs)
-        builder.page_cost(size, cost);
-    return hugezero::machine(std::make_shared<hugezero::sim::backend>(builder.build()));
+    return hugezero::machine(std::make_shared<hugezero::sim::backend>(zero_all_nodes::simulated_machine(o).build()));
 }
 
 // The hstates selected by --node and --page-size.

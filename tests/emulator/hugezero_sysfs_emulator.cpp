@@ -112,13 +112,7 @@ std::shared_ptr<hugezero::sim::kernel> build_kernel(const emulator_options& o)
     } catch (const zero_all_nodes::usage_error& e) {
         usage_error(e.what());
     }
-    hugezero::sim::machine_builder builder;
-    builder.nodes(machine.sim_nodes).on_signal(o.on_signal).out_of_range(o.out_of_range);
-    for (const auto& [size, count] : machine.sim_pages)
-        builder.pages(size, count);
-    for (const auto& [size, cost] : machine.sim_page_costs)
-        builder.page_cost(size, cost);
-    return builder.build();
+    return zero_all_nodes::simulated_machine(machine).on_signal(o.on_signal).out_of_range(o.out_of_range).build();
 }
 
 } // namespace
