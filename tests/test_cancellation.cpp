@@ -9,6 +9,7 @@
 
 #include <hugezero/hugezero.hpp>
 
+#include "support/hstates.hpp"
 #include "support/test_machine.hpp"
 #include "support/threads.hpp"
 
@@ -20,10 +21,9 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-const hstate node0_1g{node_id(0), 1_GiB};
-const hstate node0_2m{node_id(0), 2_MiB};
-
 using simulated = hugezero::test::simulated_machine;
+using hugezero::test::node0_1g;
+using hugezero::test::node0_2m;
 
 // One write for the whole request, so that only a signal can end it early.
 hugezero::request_options one_write_for(std::uint64_t pages, hugezero::page_size size)

@@ -25,6 +25,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "emulator/fuse_sysfs.hpp"
+#include "support/hstates.hpp"
 #include "support/subprocess.hpp"
 #include "support/temp_dir.hpp"
 #include "support/threads.hpp"
@@ -35,12 +36,11 @@ using hugezero::hstate;
 using hugezero::node_id;
 using hugezero::detail::unique_fd;
 using clock_type = std::chrono::steady_clock;
+using hugezero::test::node0_1g;
+using hugezero::test::node0_2m;
+using hugezero::test::node1_2m;
 
 namespace {
-
-const hstate node0_2m{node_id(0), 2_MiB};
-const hstate node0_1g{node_id(0), 1_GiB};
-const hstate node1_2m{node_id(1), 2_MiB};
 
 std::string attribute(const hstate& h, std::string_view name)
 {

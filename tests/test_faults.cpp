@@ -16,6 +16,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/expect.hpp"
+#include "support/hstates.hpp"
 #include "support/hugepages.hpp"
 #include "support/resources.hpp"
 #include "support/skip.hpp"
@@ -30,13 +31,13 @@ using hugezero::test::contains;
 using hugezero::test::count_resources;
 using hugezero::test::thrown_by;
 using clock_type = std::chrono::steady_clock;
+using hugezero::test::node0_1g;
+using hugezero::test::node0_2m;
+using hugezero::test::node1_1g;
+using hugezero::test::node1_2m;
+using hugezero::test::batch_of;
 
 namespace {
-
-const hstate node0_2m{node_id(0), 2_MiB};
-const hstate node0_1g{node_id(0), 1_GiB};
-const hstate node1_2m{node_id(1), 2_MiB};
-const hstate node1_1g{node_id(1), 1_GiB};
 
 struct simulated : hugezero::test::simulated_machine {
     using simulated_machine::simulated_machine;
@@ -52,13 +53,6 @@ struct simulated : hugezero::test::simulated_machine {
     // The kernel's own count of pages zeroed through writes, for every hstate.
     [[nodiscard]] std::uint64_t zeroed_by_writes(const hstate& h) const { return kernel->statistics(h).pages_zeroed_by_writes; }
 };
-
-hugezero::zeroing_options batch_of(std::uint64_t pages, hugezero::page_size size)
-{
-    hugezero::zeroing_options options;
-    options.batch_bytes = pages * size.bytes();
-    return options;
-}
 
 } // namespace
 

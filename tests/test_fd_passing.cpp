@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -46,6 +47,24 @@ struct socket_pair {
     hugezero::detail::unique_fd left;
     hugezero::detail::unique_fd right;
 };
+
+// One raw sendmsg() of `data` with `fds` attached, for frames send_fd() would never make.
+ssize_t send_raw(int socket, std::vector<int> fds, std::string data)
+{
+    std::vector<char> control(CMSG_SPACE(fds.size() * sizeof(int)));
+    iovec io{data.data(), data.size()};
+    msghdr message{};
+    message.msg_iov = &io;
+    message.msg_iovlen = 1;
+    message.msg_control = control.data();
+    message.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+    return ::sendmsg(socket, &message, 0);
+}
 
 bool same_file(int a, int b)
 {
@@ -108,42 +127,14 @@ TEST_SUITE("fd_passing")
         {
             const auto a = plain_memfd();
             const auto b = plain_memfd();
-            int fds[2] = {a.get(), b.get()};
-            char data[4] = {};
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-            iovec io{data, sizeof data};
-            msghdr message{};
-            message.msg_iov = &io;
-            message.msg_iovlen = 1;
-            message.msg_control = control;
-            message.msg_controllen = sizeof control;
-            cmsghdr* c = CMSG_FIRSTHDR(&message);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof fds);
-            std::memcpy(CMSG_DATA(c), fds, sizeof fds);
-            REQUIRE(::sendmsg(sockets.left.get(), &message, 0) == 4);
+            REQUIRE(send_raw(sockets.left.get(), {a.get(), b.get()}, std::string(4, '\0')) == 4);
         }
         SUBCASE("a bad frame")
         {
             const auto a = plain_memfd();
             hugezero::send_fd(sockets.left.get(), a.get(), "x");
             // Same fd, but a frame that claims more payload than it has.
-            int fd = a.get();
-            char data[5] = {9, 0, 0, 0, 'x'};
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof fd)] = {};
-            iovec io{data, sizeof data};
-            msghdr message{};
-            message.msg_iov = &io;
-            message.msg_iovlen = 1;
-            message.msg_control = control;
-            message.msg_controllen = sizeof control;
-            cmsghdr* c = CMSG_FIRSTHDR(&message);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof fd);
-            std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-            REQUIRE(::sendmsg(sockets.left.get(), &message, 0) == 5);
+            REQUIRE(send_raw(sockets.left.get(), {a.get()}, std::string("\x09\0\0\0x", 5)) == 5);
             CHECK(hugezero::receive_fd(sockets.right.get())); // the good one first
         }
         try {

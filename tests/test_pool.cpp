@@ -19,6 +19,7 @@
 
 #include <hugezero/hugezero.hpp>
 
+#include "support/hstates.hpp"
 #include "support/hugepages.hpp"
 #include "support/resources.hpp"
 #include "support/skip.hpp"
@@ -29,13 +30,13 @@ using namespace std::chrono_literals;
 using hugezero::hstate;
 using hugezero::node_id;
 using clock_type = std::chrono::steady_clock;
+using hugezero::test::node0_1g;
+using hugezero::test::node0_2m;
 
 namespace {
 
 constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 constexpr std::uint64_t gib = std::uint64_t{1} << 30;
-const hstate node0_2m{node_id(0), 2_MiB};
-const hstate node0_1g{node_id(0), 1_GiB};
 
 std::string list_fds()
 {
@@ -107,6 +108,30 @@ int node_of_address(const void* p)
     const long rc = ::syscall(SYS_get_mempolicy, &node, nullptr, 0UL, p, mpol_f_node | mpol_f_addr);
     REQUIRE_MESSAGE(rc == 0, "get_mempolicy failed: ", std::strerror(errno));
     return node;
+}
+
+// Starts one refill of `bytes` in a single fallocate() (so only the signal can end it early),
+// waits until `started` holds, and stops the pool: how long stop() took, and what was left
+// (statistics, and free huge pages while the stopped pool still holds its reservoir).
+struct stopped_refill {
+    clock_type::duration took;
+    hugezero::reservoir_statistics statistics;
+    std::uint64_t free_pages_after;
+};
+
+template <typename Started>
+stopped_refill stop_a_refill(const hstate& h, std::uint64_t bytes, Started started)
+{
+    auto options = one_reservoir(h, bytes);
+    options.batch_bytes = bytes;
+    hugezero::pool p(hugezero::machine::open(), options);
+    p.start();
+    REQUIRE(hugezero::test::wait_until(started));
+    const auto start = clock_type::now();
+    p.stop();
+    const auto took = clock_type::now() - start;
+    MESSAGE("stop took ", std::chrono::duration<double, std::milli>(took).count(), " ms");
+    return {took, p.statistics(h), free_pages(h.size)};
 }
 
 #define REQUIRE_HUGEPAGES(reservation)                                                                       \
@@ -468,23 +493,14 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            auto options = one_reservoir(node0_2m, 2048 * mib);
-            options.batch_bytes = 2048 * mib;
-            hugezero::pool p(hugezero::machine::open(), options);
-            p.start();
-            REQUIRE(hugezero::test::wait_until([&] { return free_pages(2_MiB) + 16 <= before.free; }));
-            const auto start = clock_type::now();
-            p.stop();
-            const auto took = clock_type::now() - start;
-            MESSAGE("stop took ", std::chrono::duration<double, std::milli>(took).count(), " ms");
+            const auto [took, s, free_after] = stop_a_refill(node0_2m, 2048 * mib, [&] { return free_pages(2_MiB) + 16 <= before.free; });
             CHECK(took < 100ms);
-            const auto s = p.statistics(node0_2m);
             CHECK(s.refills_interrupted == 1);
             CHECK(s.ready_pages < 1024); // it was cut short, and kept what it had done
             CHECK(s.ready_pages == s.refill_pages);
             CHECK(s.filling_pages == 0);
             CHECK(s.state == hugezero::reservoir_state::stopped);
-            CHECK(free_pages(2_MiB) == before.free - s.ready_pages);
+            CHECK(free_after == before.free - s.ready_pages);
         }
         before.check_restored();
     }
@@ -502,19 +518,11 @@ TEST_SUITE("pool")
         }
         const resources before(1_GiB);
         {
-            auto options = one_reservoir(node0_1g, 2 * gib);
-            options.batch_bytes = 2 * gib;
-            hugezero::pool p(hugezero::machine::open(), options);
-            p.start();
-            REQUIRE(hugezero::test::wait_until([&] { return free_pages(1_GiB) < before.free; }));
-            const auto start = clock_type::now();
-            p.stop();
-            const auto took = clock_type::now() - start;
-            MESSAGE("stop took ", std::chrono::duration<double, std::milli>(took).count(), " ms");
+            const auto [took, s, free_after] = stop_a_refill(node0_1g, 2 * gib, [&] { return free_pages(1_GiB) < before.free; });
             CHECK(took < 500ms);
-            const auto s = p.statistics(node0_1g);
             CHECK(s.refills_interrupted == 1);
             CHECK(s.ready_pages == 1);
+            CHECK(free_after == before.free - 1);
         }
         before.check_restored();
     }

@@ -14,6 +14,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/expect.hpp"
+#include "support/hstates.hpp"
 #include "support/recording_backend.hpp"
 #include "support/test_machine.hpp"
 #include "support/threads.hpp"
@@ -23,12 +24,11 @@ using namespace std::chrono_literals;
 using hugezero::hstate;
 using hugezero::node_id;
 using clock_type = std::chrono::steady_clock;
+using hugezero::test::node0_1g;
+using hugezero::test::node0_2m;
+using hugezero::test::node1_2m;
 
 namespace {
-
-const hstate node0_2m{node_id(0), 2_MiB};
-const hstate node0_1g{node_id(0), 1_GiB};
-const hstate node1_2m{node_id(1), 2_MiB};
 
 struct fixture : hugezero::test::recorded_machine {
     using recorded_machine::recorded_machine;

@@ -30,6 +30,7 @@ using hugezero::node_id;
 using hugezero::page_size;
 using hugezero::test::golden_tree;
 using hugezero::test::thrown_by;
+using hugezero::test::printed;
 
 namespace {
 
@@ -37,14 +38,6 @@ machine open_tree(const char* name) { return machine::open(golden_tree(name)); }
 
 // The full path hugezero shows for @p relative in tree @p name.
 std::string shown(const char* name, const std::string& relative) { return (golden_tree(name) / relative).string(); }
-
-template <class T>
-std::string printed(const T& value)
-{
-    std::ostringstream out;
-    out << value;
-    return out.str();
-}
 
 std::vector<page_size> sizes_of(const hugezero::node_info& node)
 {

@@ -21,16 +21,9 @@ using hugezero::hstate;
 using hugezero::node_id;
 using hugezero::page_size;
 using hugezero::test::thrown_by;
+using hugezero::test::printed;
 
 namespace {
-
-template <class T>
-std::string printed(const T& value)
-{
-    std::ostringstream out;
-    out << value;
-    return out.str();
-}
 
 std::string page_size_parse_error(const std::string& text)
 {

@@ -11,6 +11,7 @@
 
 #include <hugezero/hugezero.hpp>
 
+#include "support/hstates.hpp"
 #include "support/temp_dir.hpp"
 #include "support/test_machine.hpp"
 #include "support/threads.hpp"
@@ -23,10 +24,9 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-const hstate node0_2m{node_id(0), 2_MiB};
-const hstate node1_2m{node_id(1), 2_MiB};
-
 using simulated = hugezero::test::simulated_machine;
+using hugezero::test::node0_2m;
+using hugezero::test::node1_2m;
 
 hugezero::watcher_options no_safety_net()
 {

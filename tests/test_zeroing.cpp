@@ -14,6 +14,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/expect.hpp"
+#include "support/hstates.hpp"
 #include "support/recording_backend.hpp"
 #include "support/test_machine.hpp"
 
@@ -21,27 +22,13 @@ using namespace hugezero::literals;
 using namespace std::chrono_literals;
 using hugezero::hstate;
 using hugezero::node_id;
+using hugezero::test::printed;
 
 namespace {
 
-const hstate node0_2m{node_id(0), 2_MiB};
-
 using fixture = hugezero::test::recorded_machine;
-
-template <class T>
-std::string printed(const T& value)
-{
-    std::ostringstream out;
-    out << value;
-    return out.str();
-}
-
-hugezero::zeroing_options batch_of(std::uint64_t pages, hugezero::page_size size = 2_MiB)
-{
-    hugezero::zeroing_options options;
-    options.batch_bytes = pages * size.bytes();
-    return options;
-}
+using hugezero::test::node0_2m;
+using hugezero::test::batch_of;
 
 } // namespace
 

@@ -9,6 +9,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/expect.hpp"
+#include "support/hstates.hpp"
 #include "support/recording_backend.hpp"
 #include "support/test_machine.hpp"
 #include "support/threads.hpp"
@@ -20,9 +21,8 @@ using hugezero::node_id;
 
 namespace {
 
-const hstate node0_2m{node_id(0), 2_MiB};
-
 using fixture = hugezero::test::recorded_machine;
+using hugezero::test::node0_2m;
 
 bool readable(int fd)
 {

@@ -1,9 +1,10 @@
 // Catching an expected exception so its details (errno, path, content, message) can be checked,
-// not just its type.
+// not just its type; and what a value prints, for the messages and operator<< contracts.
 #ifndef HUGEZERO_TESTS_SUPPORT_EXPECT_HPP
 #define HUGEZERO_TESTS_SUPPORT_EXPECT_HPP
 
 #include <exception>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -29,6 +30,15 @@ Exception thrown_by(Body&& body)
 
 // Whether @p text contains @p part (for messages where only a piece is the contract).
 inline bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+
+// What `out << value` prints.
+template <class T>
+std::string printed(const T& value)
+{
+    std::ostringstream out;
+    out << value;
+    return out.str();
+}
 
 } // namespace hugezero::test
 
