@@ -387,6 +387,28 @@ TEST_SUITE("sim_kernel")
         CHECK(k->statistics(n0_2m).pages_zeroed_on_allocation == 0);
     }
 
+    TEST_CASE("sim a write whose dirty pages a consumer takes ends early, succeeds and counts the shortfall")
+    {
+        // 4 dirty pages, a write of 4 at 50 ms a page; once it zeroes its first page, a consumer
+        // allocates 3 pages: there is no zeroed page yet, so it takes the 3 dirty ones left.
+        const auto k = machine_builder().pages(2_MiB, 4).page_cost(2_MiB, 50ms).build();
+        write_outcome outcome;
+        std::thread writer([&] { outcome = k->write_zeroable(n0_2m, "4", no_signals); });
+        const bool zeroing = wait_until([&] { return k->counts(n0_2m).zeroing == 1; });
+        hugezero::sim::allocation got{};
+        if (zeroing)
+            got = k->allocate(n0_2m, 3);
+        writer.join();
+        REQUIRE(zeroing);
+        CHECK(got.zeroed_on_the_spot == 3);
+        CHECK(outcome.succeeded());
+        CHECK(outcome.bytes_written == 1);
+        CHECK(k->statistics(n0_2m).pages_zeroed_by_writes == 1);
+        CHECK(k->statistics(n0_2m).pages_short_in_writes == 3);
+        CHECK(k->counts(n0_2m).zeroed == 1);
+        CHECK(k->counts(n0_2m).in_use == 3);
+    }
+
     TEST_CASE("sim allocate beyond the free pages fails with ENOSPC and takes nothing")
     {
         const auto k = machine_builder().pages(2_MiB, 4).zeroed_pages(2_MiB, 3).in_use_pages(2_MiB, 1).build();

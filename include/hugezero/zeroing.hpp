@@ -88,6 +88,13 @@ inline std::ostream& operator<<(std::ostream& out, zeroing_status status)
 /// Counts are exact for writes that completed without a signal. A write cut short leaves only
 /// the counter to tell what it did: hugezero re-reads it once no other write of the hstate is
 /// in flight, and credits the drop to the request that re-read it (see `exact`).
+///
+/// One case no reading can tell apart: if consumers (VMs faulting memory in) allocate *dirty*
+/// pages of the hstate while a write is in flight - they take zeroed pages first, so only
+/// when they need more than are zeroed - the write may find its last pages gone, end early and
+/// still succeed; the consumers zeroed those pages themselves. The kernel's counter drops by
+/// the same amount either way, so `pages_zeroed` then counts them too: it is an upper bound,
+/// over by at most the dirty pages consumers took during the request's writes.
 struct zeroing_result {
     hstate which{node_id(0), page_2mib};            ///< The hstate.
     zeroing_status status = zeroing_status::complete; ///< How it ended.

@@ -16,7 +16,8 @@ namespace hugezero::detail {
 /// races another write may end with fewer than `x` pages done and still succeed. If hugezero's
 /// writers never ask together for more than the zeroable count, a write that succeeds without
 /// having been signalled did exactly `x` pages: counts stay exact. So each write first claims
-/// its pages here, net of pages claimed by writes still in flight.
+/// its pages here, net of pages claimed by writes still in flight. (Consumers allocating dirty
+/// pages during a write can still shorten it unseen: see zeroing_result.)
 ///
 /// A reading of the counter can be stale by the time it is used to claim: pages of claims that
 /// settled in between were zeroed, maybe after the reading, and are no longer outstanding. So a

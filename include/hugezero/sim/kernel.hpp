@@ -83,6 +83,9 @@ struct zeroing_statistics {
     std::uint64_t writes_rejected = 0;            ///< Writes above the zeroable count (`EINVAL`); malformed ones are not counted.
     std::uint64_t writes_interrupted = 0;         ///< Writes cut short by a signal.
     std::uint64_t writes_restarted = 0;           ///< Writes restarted after a signal.
+    /// Pages that writes were asked for but found taken, by consumers allocating dirty pages or
+    /// by other writers, before they got to them: such a write ends early and still succeeds.
+    std::uint64_t pages_short_in_writes = 0;
     std::uint64_t notifications = 0;              ///< Notifications sent.
     std::uint64_t notifications_suppressed = 0;   ///< Notifications dropped by the rate limit.
 };
@@ -103,7 +106,9 @@ using interrupt_probe = std::function<bool()>;
 /// - Reading `zeroable_hugepages` gives the free pages that are neither zeroed nor being zeroed.
 /// - Writing `x` or `max` zeroes pages one at a time in the writer's thread, each costing the
 ///   page size's configured time; concurrent writers take the next dirty page, so they share
-///   the work and never zero a page twice.
+///   the work and never zero a page twice. A write that finds no dirty page left before it has
+///   done `x` (consumers or other writers took them) ends there and succeeds, as the kernel's
+///   sibling stores do; zeroing_statistics::pages_short_in_writes counts the difference.
 /// - Consumers allocate zeroed pages first and zero dirty ones on the spot; released pages
 ///   come back dirty and raise a (rate-limited) notification.
 ///
@@ -326,8 +331,10 @@ public:
                 }
                 {
                     const std::lock_guard lock(mutex_);
-                    if (s.pages.dirty == 0)
-                        break; // other writers or consumers took the rest
+                    if (s.pages.dirty == 0) { // other writers or consumers took the rest
+                        s.stats.pages_short_in_writes += target - done;
+                        break;
+                    }
                     --s.pages.dirty;
                     ++s.pages.zeroing;
                 }
