@@ -381,6 +381,31 @@ TEST_SUITE("pool")
         before.check_restored();
     }
 
+    TEST_CASE("a reservoir larger than the free pages takes them all and reports out of pages")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 16);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            auto options = one_reservoir(node0_2m, (before.free + 16) * (2 * mib)); // no floor
+            options.retry_period = 20ms;
+            hugezero::pool p(hugezero::machine::open(), options);
+            p.start();
+            REQUIRE(hugezero::test::wait_until([&] {
+                const auto s = p.statistics(node0_2m);
+                return s.out_of_pages >= 2 && s.filling_pages == 0;
+            }));
+            const auto s = p.statistics(node0_2m);
+            INFO(s);
+            CHECK(s.ready_pages == before.free);
+            CHECK(s.state == hugezero::reservoir_state::out_of_pages);
+            CHECK(s.floor_holds == 0);
+            CHECK(s.last_error.value() == ENOSPC);
+            CHECK(free_pages(2_MiB) == 0);
+        }
+        before.check_restored();
+    }
+
     TEST_CASE("the refill never takes the node below the floor")
     {
         hugezero::test::hugepage_reservation reservation(2_MiB, 32);

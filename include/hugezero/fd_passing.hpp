@@ -6,8 +6,9 @@
 
 #include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <sstream>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <hugezero/detail/hugetlb_file.hpp>
+#include <hugezero/detail/parse.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/lease.hpp>
@@ -115,6 +117,42 @@ inline std::string lease_payload(const lease& l)
     out << "hugezero-lease 1 node=" << l.node().value() << " page_kib=" << l.page().kib() << " pages=" << l.pages()
         << " cold=" << l.cold_pages();
     return out.str();
+}
+
+/// The numbers of a payload made by lease_payload().
+struct lease_payload_numbers {
+    std::uint64_t node = 0;     ///< The node number.
+    std::uint64_t page_kib = 0; ///< The page size in KiB.
+    std::uint64_t pages = 0;    ///< The lease's pages.
+    std::uint64_t cold = 0;     ///< Of those, allocated cold.
+};
+
+/// Parses exactly what lease_payload() writes: the words in order, one space apart, decimal
+/// digits only (no sign, no extra space, no overflow). Empty if @p text is anything else.
+inline std::optional<lease_payload_numbers> lease_payload_fields(std::string_view text)
+{
+    constexpr std::string_view prefix = "hugezero-lease 1 ";
+    if (text.substr(0, prefix.size()) != prefix)
+        return std::nullopt;
+    text.remove_prefix(prefix.size());
+    lease_payload_numbers n;
+    const std::pair<std::string_view, std::uint64_t*> fields[] = {
+        {"node=", &n.node}, {"page_kib=", &n.page_kib}, {"pages=", &n.pages}, {"cold=", &n.cold}};
+    for (std::size_t i = 0; i < std::size(fields); ++i) {
+        const auto& [key, value] = fields[i];
+        if (text.substr(0, key.size()) != key)
+            return std::nullopt;
+        text.remove_prefix(key.size());
+        const std::size_t end = i + 1 < std::size(fields) ? text.find(' ') : text.size();
+        if (end == std::string_view::npos)
+            return std::nullopt;
+        const auto parsed = parse_decimal(text.substr(0, end));
+        if (!parsed)
+            return std::nullopt;
+        *value = *parsed;
+        text.remove_prefix(end == text.size() ? end : end + 1);
+    }
+    return n;
 }
 
 } // namespace detail
@@ -265,20 +303,18 @@ inline std::optional<lease> receive_lease(int socket)
     if (!received)
         return std::nullopt;
     const std::string& text = received->payload();
-    unsigned node = 0;
-    unsigned long long page_kib = 0;
-    unsigned long long pages = 0;
-    unsigned long long cold = 0;
-    int consumed = 0;
     const auto bad = [&](const std::string& why) {
         return detail::system_error(EBADMSG, "receive_lease on socket " + std::to_string(socket) + ": " + why
                                                  + "; payload: \"" + text + "\"");
     };
-    if (std::sscanf(text.c_str(), "hugezero-lease 1 node=%u page_kib=%llu pages=%llu cold=%llu%n", &node, &page_kib, &pages,
-                    &cold, &consumed)
-            != 4
-        || static_cast<std::size_t>(consumed) != text.size())
+    // Exactly what send_lease() writes: the words in order, one space apart, decimal digits
+    // only (no sign, no leading space, no overflow).
+    const auto fields = detail::lease_payload_fields(text);
+    if (!fields)
         throw bad("not a lease sent by send_lease()");
+    const auto [node, page_kib, pages, cold] = *fields;
+    if (node > std::numeric_limits<unsigned>::max())
+        throw bad("node number out of range");
     std::optional<page_size> page;
     try {
         page = page_size::from_kib(page_kib);
@@ -292,10 +328,11 @@ inline std::optional<lease> receive_lease(int socket)
     struct stat st {};
     if (::fstat(received->fd(), &st) != 0)
         throw detail::errno_error("receive_lease: fstat of the received fd");
-    if (static_cast<std::uint64_t>(st.st_size) != pages * page->bytes())
+    if (pages > std::numeric_limits<std::uint64_t>::max() / page->bytes()
+        || static_cast<std::uint64_t>(st.st_size) != pages * page->bytes())
         throw bad("the file has " + std::to_string(st.st_size) + " bytes, not " + std::to_string(pages) + " pages");
-    return detail::lease_access::make(detail::unique_fd(received->release()), hstate{node_id(node), *page}, pages, cold,
-                                      nullptr);
+    return detail::lease_access::make(detail::unique_fd(received->release()),
+                                      hstate{node_id(static_cast<unsigned>(node)), *page}, pages, cold, nullptr);
 }
 
 } // namespace hugezero

@@ -141,7 +141,7 @@ struct reservoir_statistics {
     std::uint64_t cold_pages_served = 0;            ///< Pages allocated on the spot for leases.
     std::uint64_t trimmed_pages = 0;                ///< Ready pages cut off larger files and given back.
     std::uint64_t refill_pages = 0;                 ///< Pages the workers allocated and zeroed.
-    std::chrono::nanoseconds refill_time{0};        ///< Time workers spent in fallocate().
+    std::chrono::nanoseconds refill_time{0};        ///< Time workers spent in fallocate(), summed over workers.
     std::uint64_t refills_interrupted = 0;          ///< fallocate()s cut short (stop, pause, a lease).
     std::uint64_t floor_holds = 0;                  ///< Times the refill stopped at the floor.
     std::uint64_t out_of_pages = 0;                 ///< Times the kernel had no free page (`ENOSPC`).
@@ -150,7 +150,8 @@ struct reservoir_statistics {
 
     /// The reservoir level in bytes.
     [[nodiscard]] std::uint64_t ready_bytes() const noexcept { return ready_pages * which.size.bytes(); }
-    /// The refill rate while refilling, in bytes per second (0 before any refill).
+    /// The refill rate of one worker while it refills: bytes per second of worker time in
+    /// fallocate() (0 before any refill). Workers refilling in parallel add up to more.
     [[nodiscard]] double refill_bytes_per_second() const noexcept
     {
         const double seconds = std::chrono::duration<double>(refill_time).count();
@@ -411,8 +412,10 @@ public:
         } const hold_guard{this, holding_refill ? &r : nullptr};
         std::uint64_t trimmed = 0;
         if (file.pages > pages) {
-            if (const int error = detail::resize_file(file.fd.get(), page, pages); error != 0)
+            if (const int error = detail::resize_file(file.fd.get(), page, pages); error != 0) {
+                return_to_reservoir(r, std::move(file)); // unchanged: still ready
                 return failure(error, what() + "trimming a reservoir file to the lease's size failed");
+            }
             trimmed = file.pages - pages;
             file.pages = pages;
         }
@@ -425,15 +428,18 @@ public:
                     return failure(error, what() + "memfd_create failed" + permission_hint(error));
             }
             const std::uint64_t had = file.pages;
-            const int error = allocate_cold(file, h, pages, stop);
-            if (error != 0) {
+            const cold_outcome outcome = allocate_cold(file, h, pages, stop);
+            if (outcome.error != 0) {
                 const std::uint64_t got = file.pages - had;
-                // Give back what was allocated for this lease; keep the ready pages ready.
-                if (had > 0 && detail::resize_file(file.fd.get(), page, had) == 0) {
-                    file.pages = had;
+                // Give back what was allocated for this lease (closing a file of its own frees
+                // it); a reservoir file goes back to the reservoir, cut back to its ready pages,
+                // or whole if it cannot be cut: every page in it is zero and was never mapped.
+                if (had > 0) {
+                    if (detail::resize_file(file.fd.get(), page, had) == 0)
+                        file.pages = had;
                     return_to_reservoir(r, std::move(file));
                 }
-                return failure(error, what() + cold_failure_reason(error, ready, pages - had, got, h));
+                return failure(outcome.error, what() + cold_failure_reason(outcome, ready, pages - had, got, h));
             }
             cold = pages - had;
         }
@@ -554,9 +560,15 @@ private:
     static std::string permission_hint(int error)
     {
         if (error == EPERM || error == EACCES)
-            return " (not allowed to allocate huge pages: check seccomp and the hugetlb cgroup limits)";
+            return " (not allowed: check seccomp filters and security modules)";
         return {};
     }
+
+    // How a cold allocation ended: 0 or an errno, and the call that failed.
+    struct cold_outcome {
+        int error = 0;
+        const char* call = "fallocate";
+    };
 
     static acquire_result failure(int error, std::string message)
     {
@@ -566,19 +578,19 @@ private:
         return result;
     }
 
-    static std::string cold_failure_reason(int error, std::uint64_t ready, std::uint64_t missing, std::uint64_t got,
-                                           const hstate& h)
+    static std::string cold_failure_reason(const cold_outcome& outcome, std::uint64_t ready, std::uint64_t missing,
+                                           std::uint64_t got, const hstate& h)
     {
         const std::string counts = "the reservoir had " + std::to_string(ready) + " pages ready, and "
                                    + std::to_string(got) + " of the " + std::to_string(missing)
                                    + " more pages needed could be allocated";
+        const int error = outcome.error;
         if (error == ENOSPC)
-            return "not enough free " + to_string(h.size) + " huge pages on " + to_string(h.node) + ": " + counts;
+            return "not enough free " + to_string(h.size) + " huge pages on " + to_string(h.node)
+                   + " (or a hugetlb cgroup limit reached): " + counts;
         if (error == ECANCELED)
             return "cancelled while allocating pages the reservoir did not have (" + counts + ")";
-        if (error == EPERM || error == EACCES)
-            return "fallocate failed" + permission_hint(error) + " (" + counts + ")";
-        return "fallocate failed (" + counts + ")";
+        return std::string(outcome.call) + " failed" + permission_hint(error) + " (" + counts + ")";
     }
 
     static std::string to_string(node_id node) { return "node" + std::to_string(node.value()); }
@@ -743,12 +755,12 @@ private:
     }
 
     // Allocates the pages [file.pages, pages) in the calling thread, bound to the node.
-    // Updates file.pages to what the file holds; returns 0 or the errno.
-    int allocate_cold(detail::pool_file& file, const hstate& h, std::uint64_t pages, const std::stop_token& stop)
+    // Updates file.pages to what the file holds; returns the errno (0) and the call that failed.
+    cold_outcome allocate_cold(detail::pool_file& file, const hstate& h, std::uint64_t pages, const std::stop_token& stop)
     {
         const detail::scoped_memory_binding binding(h.node);
         if (binding.error() != 0)
-            return binding.error();
+            return {binding.error(), "binding the thread's memory to the node (set_mempolicy)"};
         std::shared_ptr<detail::interrupter> interrupt;
         if (stop.stop_possible()) {
             interrupt = detail::thread_interrupter(options_.cancel_signal);
@@ -760,7 +772,7 @@ private:
         });
         for (;;) {
             if (stop.stop_requested() || (interrupt && !interrupt->begin_call()))
-                return ECANCELED;
+                return {ECANCELED};
             const int error = detail::allocate_pages(file.fd.get(), h.size, file.pages, pages - file.pages);
             if (interrupt)
                 interrupt->end_call();
@@ -769,9 +781,9 @@ private:
                 (void)detail::resize_file(file.fd.get(), h.size, present); // the file ends where its pages do
             file.pages = present;
             if (error == 0)
-                return file.pages == pages ? 0 : EIO;
+                return {file.pages == pages ? 0 : EIO};
             if (error != EINTR)
-                return error;
+                return {error};
         }
     }
 
@@ -937,6 +949,11 @@ private:
                     } catch (const std::exception&) {
                         hold = detail::refill_hold::error;
                         error = EIO;
+                        break;
+                    }
+                    if (available == 0) { // nothing to take, floor or not: the kernel would say ENOSPC
+                        hold = detail::refill_hold::no_pages;
+                        error = ENOSPC;
                         break;
                     }
                     if (available <= r.floor_pages) {
