@@ -21,11 +21,14 @@
 #include "support/temp_dir.hpp"
 #include "support/threads.hpp"
 
+#include <hugezero/page_size.hpp>
+
+#include "zero_all_nodes/cli.hpp"
+
 #ifdef HUGEZERO_TEST_EMULATOR
 #include <hugezero/sim/builder.hpp>
 
 #include "emulator/fuse_sysfs.hpp"
-#include "zero_all_nodes/cli.hpp"
 #endif
 
 #ifndef ZERO_ALL_NODES
@@ -188,6 +191,9 @@ TEST_SUITE("cli")
         CHECK(hstates[0]["node"].as_u64() == 0);
         CHECK(hstates[3]["node"].as_u64() == 1);
         CHECK(j["pages_zeroed"].as_u64() == 2 * (256 + 4));
+        // At least one 1 GiB page's 70 ms went by, whatever the parallelism.
+        CHECK(j["seconds"].as_number() >= 0.070);
+        CHECK(j["seconds"].as_number() < 60);
         check_run_json(j);
         source.check_against_kernel(j);
         CHECK(r.err.empty()); // stderr is not a terminal: no progress
@@ -211,9 +217,12 @@ TEST_SUITE("cli")
         const auto r = run_process(command({"--sysfs-root", tree("this-machine"), "--dry-run", "--json"}));
         CHECK(r.exit_code == 0);
         const auto j = json::parse(r.out);
-        for (const auto& node : j["nodes"].as_array())
+        REQUIRE_FALSE(j["nodes"].as_array().empty());
+        for (const auto& node : j["nodes"].as_array()) {
+            REQUIRE_FALSE(node["hstates"].as_array().empty());
             for (const auto& h : node["hstates"].as_array())
                 CHECK(h["zeroable"].is_null());
+        }
     }
 
 #endif
@@ -243,11 +252,33 @@ TEST_SUITE("cli")
         CHECK(r.exit_code == 0);
         const auto j = json::parse(r.out);
         CHECK(j["pages_zeroed"].as_u64() == 2 * (256 + 4));
+        // At least one 1 GiB page's 70 ms went by, whatever the parallelism.
+        CHECK(j["seconds"].as_number() >= 0.070);
+        CHECK(j["seconds"].as_number() < 60);
         check_run_json(j);
         source.check_against_kernel(j);
     }
 
 #ifndef HUGEZERO_TEST_EMULATOR // usage, stock kernels and malformed trees: golden trees, checked once
+    TEST_CASE("SIZE and DURATION accept every documented spelling")
+    {
+        using zero_all_nodes::parse_arguments;
+        const auto o = parse_arguments({"--simulate", "--sim-pages", "2048kB=3", "--sim-pages", "1048576kB=2",
+                                        "--sim-page-cost", "2M=150us", "--sim-page-cost", "1G=1s"});
+        CHECK(o.sim_pages.at(hugezero::page_2mib) == 3);
+        CHECK(o.sim_pages.at(hugezero::page_1gib) == 2);
+        CHECK(o.sim_page_costs.at(hugezero::page_2mib) == 150us);
+        CHECK(o.sim_page_costs.at(hugezero::page_1gib) == 1s);
+        CHECK(zero_all_nodes::parse_duration("70ms") == 70ms);
+        CHECK(zero_all_nodes::parse_duration("250ns") == 250ns);
+        CHECK(zero_all_nodes::parse_duration("2min") == 120s);
+        CHECK_THROWS_AS((void)zero_all_nodes::parse_duration("70"), std::invalid_argument);
+        CHECK_THROWS_AS((void)zero_all_nodes::parse_duration("ms"), std::invalid_argument);
+        CHECK_THROWS_AS((void)zero_all_nodes::parse_duration("99999999999999999999s"), std::invalid_argument);
+        const auto removed = parse_arguments({"--simulate", "--sim-pages", "2M=0"});
+        CHECK(removed.sim_pages.count(hugezero::page_2mib) == 0);
+    }
+
     TEST_CASE("bad usage exits 2 with a message naming the argument")
     {
         const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {

@@ -76,11 +76,13 @@ TEST_SUITE("faults")
     TEST_CASE("EACCES reading a counter: counters() throws it, naming the file")
     {
         simulated s(hugezero::sim::machine_builder().pages(2_MiB, 8));
+        const auto before = count_resources();
         s.kernel->fail_next(s.attribute(node0_2m, "free_hugepages"), hugezero::sim::operation::open, EACCES);
         const auto e = thrown_by<std::system_error>([&] { (void)s.machine.counters(node0_2m); });
         CHECK(e.code().value() == EACCES);
         CHECK(contains(e.what(), s.display(node0_2m, "free_hugepages")));
         CHECK(s.machine.counters(node0_2m).free == 8);
+        CHECK(count_resources() == before);
     }
 
     TEST_CASE("ENOENT mid-run: a node going offline ends a request as failed, naming the file, its pages counted")
@@ -166,6 +168,7 @@ TEST_SUITE("faults")
     TEST_CASE("EIO reading: counters() throws it and a request fails with it")
     {
         simulated s(hugezero::sim::machine_builder().pages(2_MiB, 16));
+        const auto before = count_resources();
         s.kernel->fail_next(s.attribute(node0_2m, "nr_hugepages"), hugezero::sim::operation::read, EIO);
         const auto e = thrown_by<std::system_error>([&] { (void)s.machine.counters(node0_2m); });
         CHECK(e.code().value() == EIO);
@@ -175,6 +178,7 @@ TEST_SUITE("faults")
         CHECK(result.status == hugezero::zeroing_status::failed);
         CHECK(result.error.value() == EIO);
         CHECK(result.writes == 0);
+        CHECK(count_resources() == before);
     }
 
     TEST_CASE("EINVAL once (another writer came first) is retried, EINVAL always ends the request after 64")
@@ -203,18 +207,22 @@ TEST_SUITE("faults")
     TEST_CASE("EINVAL always: the service backs off instead of spinning, and recovers")
     {
         simulated s(hugezero::sim::machine_builder().pages(2_MiB, 16));
+        const auto before = count_resources();
         s.kernel->fail_next(s.attribute(node0_2m, "zeroable_hugepages"), hugezero::sim::operation::write, EINVAL, 200);
-        hugezero::service_options options;
-        options.error_backoff = 100ms;
-        hugezero::prezero_service service(s.machine, options);
-        service.start();
-        REQUIRE(hugezero::test::wait_until([&] { return service.statistics(node0_2m).errors >= 1; }));
-        const auto stats = service.statistics(node0_2m);
-        CHECK(stats.last_error.value() == EINVAL);
-        CHECK(stats.requests_rejected == 64); // then it waited out the back-off
-        REQUIRE(service.wait_drained(10s));   // 200 rejections: four back-offs later
-        CHECK(service.statistics(node0_2m).requests_rejected == 200);
-        CHECK(service.statistics(node0_2m).pages_zeroed == 16);
+        {
+            hugezero::service_options options;
+            options.error_backoff = 100ms;
+            hugezero::prezero_service service(s.machine, options);
+            service.start();
+            REQUIRE(hugezero::test::wait_until([&] { return service.statistics(node0_2m).errors >= 1; }));
+            const auto stats = service.statistics(node0_2m);
+            CHECK(stats.last_error.value() == EINVAL);
+            CHECK(stats.requests_rejected == 64); // then it waited out the back-off
+            REQUIRE(service.wait_drained(10s));   // 200 rejections: four back-offs later
+            CHECK(service.statistics(node0_2m).requests_rejected == 200);
+            CHECK(service.statistics(node0_2m).pages_zeroed == 16);
+        }
+        CHECK(count_resources() == before);
     }
 
     TEST_CASE("a storm of EINTR without a stop: the request goes on and completes, every page counted")
@@ -235,17 +243,21 @@ TEST_SUITE("faults")
     TEST_CASE("a storm of EINTR without a stop: the service goes on and drains")
     {
         simulated s(hugezero::sim::machine_builder().pages(2_MiB, 64));
+        const auto before = count_resources();
         s.kernel->fail_next(s.attribute(node0_2m, "zeroable_hugepages"), hugezero::sim::operation::write, EINTR, 100);
-        hugezero::service_options options;
-        options.zeroing = batch_of(8, 2_MiB);
-        hugezero::prezero_service service(s.machine, options);
-        service.start();
-        REQUIRE(service.wait_drained(10s));
-        const auto stats = service.statistics(node0_2m);
-        CHECK(stats.requests_interrupted == 100);
-        CHECK(stats.errors == 0);
-        CHECK(stats.pages_zeroed == 64);
-        CHECK(stats.pages_zeroed == s.zeroed_by_writes(node0_2m));
+        {
+            hugezero::service_options options;
+            options.zeroing = batch_of(8, 2_MiB);
+            hugezero::prezero_service service(s.machine, options);
+            service.start();
+            REQUIRE(service.wait_drained(10s));
+            const auto stats = service.statistics(node0_2m);
+            CHECK(stats.requests_interrupted == 100);
+            CHECK(stats.errors == 0);
+            CHECK(stats.pages_zeroed == 64);
+            CHECK(stats.pages_zeroed == s.zeroed_by_writes(node0_2m));
+        }
+        CHECK(count_resources() == before);
     }
 
     TEST_CASE("a watcher whose attribute disappears: error events, the other hstates still watched, and watched again when it returns")

@@ -108,6 +108,9 @@ TEST_SUITE("service")
         }
         f.check_statistics_match(service);
         CHECK(service.statistics(node0_2m).pages_zeroed == 300);
+        CHECK(service.statistics(node0_2m).time_zeroing >= 300 * 20us); // each page's cost is spent in write()
+        CHECK(service.statistics(node0_1g).time_zeroing >= 3 * 5ms);
+        CHECK(service.wait_drained(std::chrono::nanoseconds::max())); // no overflow computing the deadline
         CHECK(service.statistics(node0_1g).pages_zeroed == 3);
         CHECK(service.statistics(node0_2m).requests_rejected == 0);
     }

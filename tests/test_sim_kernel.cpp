@@ -366,6 +366,22 @@ TEST_SUITE("sim_kernel")
         CHECK(k->statistics(n0_2m).pages_zeroed_by_writes == 0);
     }
 
+    TEST_CASE("sim allocate spends the zeroing cost of the dirty pages it takes, in the caller")
+    {
+        const auto k = machine_builder().pages(2_MiB, 3).zeroed_pages(2_MiB, 1).page_cost(2_MiB, 30ms).build();
+        const auto start = std::chrono::steady_clock::now();
+        const auto got = k->allocate(n0_2m, 3); // 1 zeroed (free of cost), 2 dirty (30 ms each)
+        const auto took = std::chrono::steady_clock::now() - start;
+        CHECK(got.zeroed_on_the_spot == 2);
+        CHECK(took >= 60ms);
+        const auto zeroed_start = std::chrono::steady_clock::now();
+        (void)k->write_zeroable(n0_2m, "1", no_signals); // the last dirty page, now zeroed
+        const auto cheap = std::chrono::steady_clock::now();
+        (void)k->allocate(n0_2m, 1); // a zeroed page: no cost
+        CHECK(std::chrono::steady_clock::now() - cheap < 30ms);
+        CHECK(cheap - zeroed_start >= 30ms); // the write spent its page's cost
+    }
+
     TEST_CASE("sim allocate waits for pages being zeroed")
     {
         const auto k = machine_builder().pages(2_MiB, 1).page_cost(2_MiB, 200ms).build();
@@ -442,7 +458,6 @@ TEST_SUITE("sim_kernel")
         CHECK(k->counts(n0_2m).dirty == 6);
         CHECK(notified == 2);
 
-        k->release(n0_2m, 0); // nothing released, nothing to say
         CHECK(notified == 2);
 
         CHECK(thrown_by<std::invalid_argument>([&] { k->release(n0_2m, 3); }).what()

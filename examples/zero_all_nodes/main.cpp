@@ -320,7 +320,14 @@ int main(int argc, char** argv)
     try {
         const hugezero::machine m = open_machine(o);
         const auto selected = select_hstates(m, o);
-        return o.dry_run ? dry_run(m, selected, o) : zero(m, selected, o, signals);
+        if (!o.dry_run)
+            return zero(m, selected, o, signals); // a signal that came during discovery is still pending: it cancels
+        const int code = dry_run(m, selected, o);
+        // A signal during discovery or the dry run is pending on the signalfd: honour it.
+        signalfd_siginfo info{};
+        if (::read(signals, &info, sizeof info) == sizeof info)
+            return 128 + static_cast<int>(info.ssi_signo);
+        return code;
     } catch (const hugezero::zeroing_unsupported& e) {
         std::cerr << "zero_all_nodes: " << e.what() << "\n  Try zero_all_nodes --simulate.\n";
     } catch (const hugezero::parse_error& e) {
@@ -329,6 +336,9 @@ int main(int argc, char** argv)
         std::cerr << "zero_all_nodes: " << e.what() << '\n';
     } catch (const std::invalid_argument& e) {
         std::cerr << "zero_all_nodes: " << e.what() << '\n';
+    } catch (const std::exception& e) { // not expected: still a message and an exit code, never terminate()
+        std::cerr << "zero_all_nodes: unexpected error: " << e.what() << '\n';
+        return exit_io_error;
     }
     return exit_usage;
 }

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include <hugezero/detail/deadline.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/policy.hpp>
@@ -120,30 +121,45 @@ public:
                 slots_.push_back(std::make_unique<worker_slot>(*n));
         }
         std::latch ready(static_cast<std::ptrdiff_t>(slots_.size()));
-        for (auto& slot : slots_)
-            workers_.emplace_back([this, s = slot.get(), &ready](std::stop_token stop) {
-                bool started = false;
-                try {
-                    run_worker(stop, *s, ready, started);
-                } catch (...) { // never expected; an escaping exception would terminate the process
-                    for (const hstate& h : s->node.hstates)
-                        counters(h).record_error(EIO);
-                }
-                if (!started)
-                    ready.count_down(); // start() is still waiting for this worker
-            });
+        try {
+            for (auto& slot : slots_)
+                workers_.emplace_back([this, s = slot.get(), &ready](std::stop_token stop) {
+                    bool started = false;
+                    try {
+                        run_worker(stop, *s, ready, started);
+                    } catch (...) { // never expected; an escaping exception would terminate the process
+                        for (const hstate& h : s->node.hstates)
+                            counters(h).record_error(EIO);
+                    }
+                    if (!started)
+                        ready.count_down(); // start() is still waiting for this worker
+                });
+        } catch (...) {
+            // A thread could not be created (EAGAIN): the ones that were wait on `ready`, which
+            // lives in this frame. Count down for the missing ones, let the others pass it, then
+            // stop and join them all before the latch goes away.
+            ready.count_down(static_cast<std::ptrdiff_t>(slots_.size() - workers_.size()));
+            ready.wait();
+            join_workers();
+            throw;
+        }
         ready.wait();
-        watcher_thread_ = std::jthread([this, w = std::move(w)](std::stop_token stop) {
-            // An exception escaping a thread would terminate the process: count it instead.
-            // Workers keep zeroing on their retry deadlines and on later start() calls.
-            try {
-                w->run(stop, [this](const watch_event& e) { on_event(e); });
-            } catch (const std::system_error& e) {
-                record_everywhere(e.code().value());
-            } catch (...) {
-                record_everywhere(EIO);
-            }
-        });
+        try {
+            watcher_thread_ = std::jthread([this, w = std::move(w)](std::stop_token stop) {
+                // An exception escaping a thread would terminate the process: count it instead.
+                // Workers keep zeroing on their retry deadlines and on later start() calls.
+                try {
+                    w->run(stop, [this](const watch_event& e) { on_event(e); });
+                } catch (const std::system_error& e) {
+                    record_everywhere(e.code().value());
+                } catch (...) {
+                    record_everywhere(EIO);
+                }
+            });
+        } catch (...) {
+            join_workers();
+            throw;
+        }
         running_ = true;
     }
 
@@ -155,10 +171,8 @@ public:
         if (!running_)
             return;
         watcher_thread_.request_stop();
-        for (auto& w : workers_)
-            w.request_stop();
         watcher_thread_ = std::jthread();
-        workers_.clear();
+        join_workers();
         running_ = false;
     }
 
@@ -217,7 +231,7 @@ public:
     /// paused, stopped, or the policy holds pages back.
     bool wait_drained(std::chrono::nanoseconds timeout)
     {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        const auto deadline = detail::deadline_after(timeout);
         std::unique_lock lock(drained_mutex_);
         for (;;) {
             if (drained_now())
@@ -302,11 +316,24 @@ private:
                     wake(*n);
     }
 
+    // Stops every worker (interrupting its write) and joins it. Called with control_ held.
+    void join_workers()
+    {
+        for (auto& w : workers_)
+            w.request_stop();
+        workers_.clear();
+    }
+
     // Whether, at one moment, nothing is zeroable, no worker has a wake-up it has not taken,
     // and none is busy. In that order: a worker takes a wake-up and becomes busy under its node's
     // lock, and zeroable pages only disappear while some worker is busy (or by consumers).
     bool drained_now()
     {
+        // start() and stop() change slots_ under control_; they may hold it a long time (joining
+        // workers that need drained_mutex_, held by our caller): never wait for it here.
+        const std::unique_lock control(control_, std::try_to_lock);
+        if (!control.owns_lock() || !running_)
+            return false;
         if (paused_.load() || !nothing_zeroable())
             return false;
         for (const auto& slot : slots_) {

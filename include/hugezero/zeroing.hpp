@@ -94,7 +94,11 @@ inline std::ostream& operator<<(std::ostream& out, zeroing_status status)
 /// when they need more than are zeroed - the write may find its last pages gone, end early and
 /// still succeed; the consumers zeroed those pages themselves. The kernel's counter drops by
 /// the same amount either way, so `pages_zeroed` then counts them too: it is an upper bound,
-/// over by at most the dirty pages consumers took during the request's writes.
+/// over by at most the dirty pages consumers took during the request's writes. The same holds
+/// for writers hugezero does not know (another process, or another `machine` in this one) on
+/// a kernel that clamps out-of-range requests, and for a signal hugezero did not send (a
+/// profiler's) on a kernel that ends interrupted writes with success: hugezero's own writers of
+/// one `machine` never cause it.
 struct zeroing_result {
     hstate which{node_id(0), page_2mib};            ///< The hstate.
     zeroing_status status = zeroing_status::complete; ///< How it ended.

@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
@@ -41,7 +42,7 @@ namespace detail {
 /// Waits until @p fd is readable or @p timeout passes (0: just check; negative: forever).
 inline bool wait_readable(int fd, std::chrono::nanoseconds timeout)
 {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = deadline_after(timeout);
     for (;;) {
         pollfd p{fd, POLLIN, 0};
         timespec ts{};
@@ -80,9 +81,11 @@ inline bool wait_readable(int fd, std::chrono::nanoseconds timeout)
 class zeroing_request {
 public:
     /// Starts zeroing @p pages pages of @p h (every zeroable page when empty).
-    /// @throws hugezero::zeroing_unsupported, std::invalid_argument, std::system_error as
-    /// zero_pages() does; these are checked before the worker starts. Errors the worker meets
-    /// later (including settings it could not apply) are in the result.
+    /// @throws hugezero::zeroing_unsupported or std::invalid_argument for an hstate that cannot
+    /// be zeroed, and std::system_error (`EBUSY`) if the cancellation signal belongs to the
+    /// application: all checked before the worker starts. Everything the worker meets later,
+    /// including failing to open or read the attribute and settings it could not apply, is in
+    /// the result (status `failed`, with the error and its message naming the file).
     zeroing_request(const machine& m, const hstate& h, std::optional<std::uint64_t> pages, request_options options = {})
         : state_(std::make_shared<state>())
     {
