@@ -62,6 +62,10 @@ int main(int argc, char** argv)
         try {
             const std::string why = emulator_unavailable();
             if (!why.empty()) {
+                if (hugezero::test::required("fuse")) {
+                    std::cerr << "HUGEZERO_TEST_REQUIRE has fuse, but the FUSE emulator cannot run here: " << why << '\n';
+                    return 1;
+                }
                 hugezero::test::report_skip("the FUSE emulator cannot run here: " + why);
                 return 0;
             }

@@ -248,11 +248,11 @@ TEST_SUITE("qemu")
     TEST_CASE("QEMU boots on a leased fd: QMP reports the leased file as guest RAM")
     {
         const auto qemu = find_qemu();
-        HUGEZERO_SKIP_IF(!qemu, "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)");
-        HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages");
+        HUGEZERO_SKIP_UNLESS_REQUIRED("qemu", !qemu, "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)");
+        HUGEZERO_SKIP_UNLESS_REQUIRED("qemu", !hugezero::test::running_as_root(), "needs root to reserve huge pages");
         constexpr std::uint64_t megabytes = 256;
         hugezero::test::hugepage_reservation reservation(2_MiB, megabytes / 2 + 8);
-        HUGEZERO_SKIP_IF(!reservation.ok(), reservation.reason());
+        HUGEZERO_SKIP_UNLESS_REQUIRED("qemu", !reservation.ok(), reservation.reason());
 
         hugezero::pool_options options;
         options.reservoirs.push_back({{node_id(0), 2_MiB}, megabytes * mib, 0, 0});
