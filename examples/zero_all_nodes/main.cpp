@@ -57,6 +57,13 @@ hugezero::machine open_machine(const zero_all_nodes::options& o)
     return hugezero::machine(std::make_shared<hugezero::sim::backend>(zero_all_nodes::simulated_machine(o).build()));
 }
 
+// The SIGINT or SIGTERM pending on the (non-blocking) signalfd @p signals, taking it; 0 if none.
+int take_signal(int signals)
+{
+    signalfd_siginfo info{};
+    return ::read(signals, &info, sizeof info) == sizeof info ? static_cast<int>(info.ssi_signo) : 0;
+}
+
 // The hstates selected by --node and --page-size.
 std::vector<hugezero::hstate> select_hstates(const hugezero::machine& m, const zero_all_nodes::options& o)
 {
@@ -213,11 +220,10 @@ int zero(const hugezero::machine& m, std::vector<hugezero::hstate> selected, con
     for (;;) {
         pollfd p{signals, POLLIN, 0};
         if (::poll(&p, 1, 50) > 0) {
-            signalfd_siginfo info{};
-            if (::read(signals, &info, sizeof info) == sizeof info) {
+            if (const int signo = take_signal(signals); signo != 0) {
                 service.stop(); // interrupts every write in flight
                 status = "cancelled";
-                exit_code = 128 + static_cast<int>(info.ssi_signo);
+                exit_code = 128 + signo;
                 break;
             }
         }
@@ -324,10 +330,8 @@ int main(int argc, char** argv)
             return zero(m, selected, o, signals); // a signal that came during discovery is still pending: it cancels
         const int code = dry_run(m, selected, o);
         // A signal during discovery or the dry run is pending on the signalfd: honour it.
-        signalfd_siginfo info{};
-        if (::read(signals, &info, sizeof info) == sizeof info)
-            return 128 + static_cast<int>(info.ssi_signo);
-        return code;
+        const int signo = take_signal(signals);
+        return signo != 0 ? 128 + signo : code;
     } catch (const hugezero::zeroing_unsupported& e) {
         std::cerr << "zero_all_nodes: " << e.what() << "\n  Try zero_all_nodes --simulate.\n";
     } catch (const hugezero::parse_error& e) {

@@ -307,8 +307,6 @@ inline std::optional<lease> receive_lease(int socket)
         return detail::system_error(EBADMSG, "receive_lease on socket " + std::to_string(socket) + ": " + why
                                                  + "; payload: \"" + text + "\"");
     };
-    // Exactly what send_lease() writes: the words in order, one space apart, decimal digits
-    // only (no sign, no leading space, no overflow).
     const auto fields = detail::lease_payload_fields(text);
     if (!fields)
         throw bad("not a lease sent by send_lease()");

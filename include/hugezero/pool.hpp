@@ -953,7 +953,6 @@ private:
                     }
                     if (available == 0) { // nothing to take, floor or not: the kernel would say ENOSPC
                         hold = detail::refill_hold::no_pages;
-                        error = ENOSPC;
                         break;
                     }
                     if (available <= r.floor_pages) {
