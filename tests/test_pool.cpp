@@ -110,9 +110,9 @@ int node_of_address(const void* p)
     return node;
 }
 
-// Starts one refill of `bytes` in a single fallocate() (so only the signal can end it early),
-// waits until `started` holds, and stops the pool: how long stop() took, and what was left
-// (statistics, and free huge pages while the stopped pool still holds its reservoir).
+// Starts a refill of `bytes` (one file, one worker, steps of the default 16 MiB: one page of
+// 1 GiB), waits until `started` holds, and stops the pool: how long stop() took, and what was
+// left (statistics, and free huge pages while the stopped pool still holds its reservoir).
 struct stopped_refill {
     clock_type::duration took;
     hugezero::reservoir_statistics statistics;
@@ -122,9 +122,7 @@ struct stopped_refill {
 template <typename Started>
 stopped_refill stop_a_refill(const hstate& h, std::uint64_t bytes, Started started)
 {
-    auto options = one_reservoir(h, bytes);
-    options.batch_bytes = bytes;
-    hugezero::pool p(hugezero::machine::open(), options);
+    hugezero::pool p(hugezero::machine::open(), one_reservoir(h, bytes));
     p.start();
     REQUIRE(hugezero::test::wait_until(started));
     const auto start = clock_type::now();
@@ -507,19 +505,17 @@ TEST_SUITE("pool")
         before.check_restored();
     }
 
-    TEST_CASE("cancelling a refill mid-fallocate stops it within a page's zeroing time")
+    TEST_CASE("cancelling a refill stops it after the step in progress")
     {
-        // One fallocate() of 2 GiB (1024 pages, ~200 ms here): only the signal can end it early.
-        // The kernel checks for signals before each page, and one 2 MiB page zeroes in ~150 us,
-        // the signal is re-sent every 1 ms until the call returns: stop() returns within a few
-        // ms. The bound of 100 ms leaves room for a loaded 2-core machine and is still well
-        // below the time the rest of the fallocate() would take.
+        // A refill of 2 GiB (1024 pages, ~80-170 ms here) in steps of 16 MiB (8 pages, ~1 ms):
+        // stop() waits for the step in progress only. The bound of 30 ms leaves room for a
+        // loaded 2-core machine; that the reservoir is short shows the refill was cut.
         hugezero::test::hugepage_reservation reservation(2_MiB, 1024);
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
             const auto [took, s, free_after] = stop_a_refill(node0_2m, 2048 * mib, [&] { return free_pages(2_MiB) + 16 <= before.free; });
-            CHECK(took < 100ms);
+            CHECK(took < 30ms);
             CHECK(s.refills_interrupted == 1);
             CHECK(s.ready_pages < 1024); // it was cut short, and kept what it had done
             CHECK(s.ready_pages == s.refill_pages);
@@ -532,8 +528,8 @@ TEST_SUITE("pool")
 
     TEST_CASE("cancelling a refill of 1 GiB pages ends after the page being zeroed")
     {
-        // Bound: one 1 GiB page's zeroing (~72 ms here; up to ~250 ms on slower machines) plus
-        // margin. A first use of freshly reserved memory costs more (the hypervisor backs it),
+        // A step is one 1 GiB page. Bound: one page's zeroing (~35-72 ms here; up to ~250 ms on
+        // slower machines) plus margin. A first use of freshly reserved memory costs more (the hypervisor backs it),
         // so the pages are used once before the measurement.
         hugezero::test::hugepage_reservation reservation(1_GiB, 2);
         REQUIRE_HUGEPAGES(reservation);

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include <hugezero/hugetlb_files.hpp>
+
 namespace hugezero {
 
 /// What one raw `write()` of a request did.
@@ -83,6 +85,10 @@ public:
 
     /// How to show @p path to a person: a full path such as `/sys/devices/system/node/online`.
     [[nodiscard]] virtual std::string display_path(std::string_view path) const = 0;
+
+    /// The hugetlb file operations whose pages these counters count, for hugezero::pool: the
+    /// real kernel's (kernel_hugetlb_files) unless the backend is a simulation.
+    [[nodiscard]] virtual std::shared_ptr<hugetlb_files> files() const { return kernel_hugetlb_files::instance(); }
 };
 
 } // namespace hugezero

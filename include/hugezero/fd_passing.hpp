@@ -292,8 +292,14 @@ inline std::optional<received_fd> receive_fd(int socket)
 /// @throws hugezero::closed_handle_error if @p l is closed; otherwise as send_fd().
 inline void send_lease(int socket, const lease& l) { send_fd(socket, l.fd(), detail::lease_payload(l)); }
 
-/// Receives a lease sent by send_lease(): a lease handle of its own, not tied to any pool,
-/// after checking that the fd is a hugetlb file of the page size and size the payload says.
+/// Receives a lease sent by send_lease(): a lease handle of its own, not tied to any pool.
+///
+/// It checks what the fd itself can tell: that it is a hugetlb file of the page size the
+/// payload says, of exactly the size it says, with every one of its pages allocated, and that
+/// the node it names is one this process may use. It cannot check, and so believes the sender
+/// about, which node the pages are really on (map the lease and ask move_pages(2) if that
+/// matters) and that they are zero: receive leases only from a peer you trust with your
+/// guest's memory (check it with `SO_PEERCRED`).
 /// @return the lease; empty if the peer closed the connection.
 /// @throws std::system_error as receive_fd(), and `EBADMSG` if the payload is not a lease's or
 /// the fd does not match it.
@@ -321,6 +327,8 @@ inline std::optional<lease> receive_lease(int socket)
     }
     if (cold > pages)
         throw bad("more cold pages than pages");
+    if (detail::node_allowed(node) == false)
+        throw bad("node " + std::to_string(node) + " is not a node this process can use");
     if (!detail::is_hugetlb_file(received->fd(), *page))
         throw bad("the fd is not a hugetlb file of " + to_string(*page) + " pages");
     struct stat st {};
@@ -329,6 +337,12 @@ inline std::optional<lease> receive_lease(int socket)
     if (pages > std::numeric_limits<std::uint64_t>::max() / page->bytes()
         || static_cast<std::uint64_t>(st.st_size) != pages * page->bytes())
         throw bad("the file has " + std::to_string(st.st_size) + " bytes, not " + std::to_string(pages) + " pages");
+    const auto [allocated, error] = detail::pages_in_file(received->fd(), *page);
+    if (error != 0)
+        throw detail::system_error(error, "receive_lease: fstat of the received fd");
+    if (allocated != pages)
+        throw bad("the file has " + std::to_string(allocated) + " of its " + std::to_string(pages)
+                  + " pages allocated: a lease has all of them");
     return detail::lease_access::make(detail::unique_fd(received->release()),
                                       hstate{node_id(static_cast<unsigned>(node)), *page}, pages, cold, nullptr);
 }

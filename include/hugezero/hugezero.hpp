@@ -18,8 +18,10 @@
 #include <hugezero/page_size.hpp>
 
 #include <hugezero/backend.hpp>
+#include <hugezero/hugetlb_files.hpp>
 #include <hugezero/sim/backend.hpp>
 #include <hugezero/sim/builder.hpp>
+#include <hugezero/sim/hugetlb_files.hpp>
 #include <hugezero/sim/kernel.hpp>
 #include <hugezero/sim/sysfs_view.hpp>
 #include <hugezero/sysfs_backend.hpp>
@@ -36,10 +38,13 @@
 #include <hugezero/zeroing_request.hpp>
 
 // The stock-kernel pool: leases of pre-zeroed hugetlb memory, prefault, fd hand-off.
+#include <hugezero/acquire_result.hpp>
 #include <hugezero/fd_passing.hpp>
 #include <hugezero/lease.hpp>
 #include <hugezero/mapping.hpp>
 #include <hugezero/pool.hpp>
+#include <hugezero/pool_options.hpp>
+#include <hugezero/pool_statistics.hpp>
 #include <hugezero/prefault.hpp>
 
 /// @namespace hugezero

@@ -25,6 +25,8 @@
 
 namespace hugezero {
 
+class machine;
+
 namespace detail {
 
 /// Parses @p content, read from @p path of @p source, as a counter.
@@ -42,6 +44,12 @@ inline std::uint64_t read_counter(backend& source, std::string_view path)
 {
     return counter_from(source, path, source.read(path));
 }
+
+/// Reaches what hugezero's engines need of a machine and users do not.
+struct machine_internals {
+    /// The claim ledger every hugezero writer of @p h on @p m shares (detail/ledger.hpp).
+    static hstate_ledger& ledger(const machine& m, const hstate& h);
+};
 
 } // namespace detail
 
@@ -73,6 +81,7 @@ public:
         if (!source)
             throw std::invalid_argument("hugezero: machine needs a backend, got a null pointer");
         state_->topology = hugezero::topology::discover(*source);
+        state_->files = source->files();
         state_->source = std::move(source);
         for (const hstate& h : state_->topology.hstates())
             state_->ledgers.emplace(h, std::make_unique<detail::hstate_ledger>());
@@ -82,6 +91,8 @@ public:
     [[nodiscard]] hugezero::backend& backend() const noexcept { return *state_->source; }
     /// The same, shared.
     [[nodiscard]] const std::shared_ptr<hugezero::backend>& backend_ptr() const noexcept { return state_->source; }
+    /// The hugetlb file operations whose pages this machine's counters count (the pool's).
+    [[nodiscard]] hugetlb_files& files() const noexcept { return *state_->files; }
     /// The nodes, CPUs and hstates, as discovered when the machine was opened.
     [[nodiscard]] const hugezero::topology& topology() const noexcept { return state_->topology; }
 
@@ -105,6 +116,22 @@ public:
         if (info.zeroable_supported)
             c.zeroable = read(detail::paths::zeroable_hugepages);
         return c;
+    }
+
+    /// How many free pages of @p h an allocation could take now: the node's `free_hugepages`,
+    /// but no more than the global `free_hugepages` minus `resv_hugepages` (pages promised to
+    /// mappings; reservations are global). Reads exactly those three attributes.
+    /// @throws as counters().
+    [[nodiscard]] std::uint64_t available(const hstate& h) const
+    {
+        const hstate_info& info = topology().info(h);
+        const std::string global = detail::paths::global_hstate_dir(h.size);
+        const std::uint64_t node_free
+            = detail::read_counter(backend(), detail::paths::join(info.directory, detail::paths::free_hugepages));
+        const std::uint64_t free = detail::read_counter(backend(), detail::paths::join(global, detail::paths::free_hugepages));
+        const std::uint64_t reserved
+            = detail::read_counter(backend(), detail::paths::join(global, detail::paths::resv_hugepages));
+        return std::min(node_free, free > reserved ? free - reserved : 0);
     }
 
     /// The global counters of @p size.
@@ -156,25 +183,25 @@ public:
         return out;
     }
 
-    /// @cond INTERNAL
-    // The claim ledger every hugezero writer of @p h on this machine shares (detail/ledger.hpp).
-    [[nodiscard]] detail::hstate_ledger& ledger(const hstate& h) const
-    {
-        const auto it = state_->ledgers.find(h);
-        if (it == state_->ledgers.end())
-            (void)topology().info(h); // throws the explanatory std::invalid_argument
-        return *state_->ledgers.at(h);
-    }
-    /// @endcond
-
 private:
+    friend struct detail::machine_internals;
+
     struct shared {
         std::shared_ptr<hugezero::backend> source;
+        std::shared_ptr<hugetlb_files> files;
         hugezero::topology topology;
         std::map<hstate, std::unique_ptr<detail::hstate_ledger>> ledgers; // fixed after construction
     };
     std::shared_ptr<shared> state_;
 };
+
+inline detail::hstate_ledger& detail::machine_internals::ledger(const machine& m, const hstate& h)
+{
+    const auto it = m.state_->ledgers.find(h);
+    if (it == m.state_->ledgers.end())
+        (void)m.topology().info(h); // throws the explanatory std::invalid_argument
+    return *it->second;
+}
 
 } // namespace hugezero
 

@@ -7,17 +7,21 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <hugezero/hstate.hpp>
 #include <hugezero/thread_settings.hpp>
 
 namespace hugezero {
+
+class prezero_service;
 
 /// What a policy allows a worker to do now.
 struct policy_decision {
@@ -31,6 +35,10 @@ struct policy_decision {
 /// Decides when and how much the pre-zeroing service zeroes. Implement it for a custom policy,
 /// for example a scheduler that zeroes only ahead of a planned VM start.
 ///
+/// A policy that allows nothing (0 pages) is asked again at its `retry_at`, when pages become
+/// zeroable again, or when it calls allowance_changed(): a policy whose allowance rises for a
+/// reason of its own (a scheduler's go-ahead) must call it, or the service will not ask.
+///
 /// @par Thread safety
 /// Every worker of the service calls it, concurrently: implementations must be thread-safe.
 class zeroing_policy {
@@ -38,7 +46,24 @@ public:
     /// The clock policies are given.
     using clock = std::chrono::steady_clock;
 
+    zeroing_policy() = default;
+    zeroing_policy(const zeroing_policy&) = delete;
+    zeroing_policy& operator=(const zeroing_policy&) = delete;
     virtual ~zeroing_policy() = default;
+
+    /// Tells every service using this policy that it may allow more now: their workers ask
+    /// allow() again at once. Any thread, also from inside allow().
+    void allowance_changed()
+    {
+        std::vector<std::function<void()>> wake;
+        {
+            const std::lock_guard lock(listeners_mutex_);
+            for (const auto& [id, listener] : listeners_)
+                wake.push_back(listener);
+        }
+        for (const auto& w : wake)
+            w();
+    }
 
     /// A worker of @p h's node found @p zeroable pages at @p now: how many may it zero? The
     /// pages allowed are considered spent; unused ones come back through unused().
@@ -51,6 +76,26 @@ public:
     /// Lets the policy adjust the workers' thread settings before they start (the idle policy
     /// sets `SCHED_IDLE`). Default: nothing.
     virtual void adjust(thread_settings& settings) const { (void)settings; }
+
+private:
+    friend class prezero_service;
+
+    // A running service listens to allowance_changed() until it stops.
+    std::uint64_t listen(std::function<void()> wake)
+    {
+        const std::lock_guard lock(listeners_mutex_);
+        listeners_.emplace(++last_listener_, std::move(wake));
+        return last_listener_;
+    }
+    void stop_listening(std::uint64_t id)
+    {
+        const std::lock_guard lock(listeners_mutex_);
+        listeners_.erase(id);
+    }
+
+    std::mutex listeners_mutex_;
+    std::map<std::uint64_t, std::function<void()>> listeners_;
+    std::uint64_t last_listener_ = 0;
 };
 
 /// Zero everything zeroable as soon as it appears: the seed's `echo max` loop.

@@ -26,6 +26,7 @@
 
 #include <hugezero/cpu_set.hpp>
 #include <hugezero/detail/bytes_text.hpp>
+#include <hugezero/detail/hugetlb_file.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/mapping.hpp>
 #include <hugezero/node_id.hpp>
@@ -181,9 +182,6 @@ struct prefault_range {
 
 namespace detail {
 
-/// `MADV_POPULATE_WRITE` (Linux 5.14), which older libc headers lack.
-inline constexpr int madv_populate_write = 23;
-
 struct prefault_thread_outcome {
     int error = 0;
     std::uint64_t failed_at = 0; // byte offset of the failing call
@@ -193,22 +191,6 @@ struct prefault_thread_outcome {
     std::uint64_t bytes_done = 0;
     std::vector<setting_failure> setting_failures;
 };
-
-/// Whether the kernel has `MADV_POPULATE_WRITE` (Linux 5.14), probed once on a small anonymous
-/// mapping: its `EINVAL` on a real mapping can also mean "not writable", which touching would
-/// turn into a crash.
-inline bool populate_write_supported() noexcept
-{
-    static const bool supported = [] {
-        void* probe = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (probe == MAP_FAILED)
-            return true; // cannot tell: use it, and report what it says
-        const bool ok = ::madvise(probe, 4096, madv_populate_write) == 0 || errno != EINVAL;
-        ::munmap(probe, 4096);
-        return ok;
-    }();
-    return supported;
-}
 
 inline void touch_pages(std::byte* start, std::uint64_t length, std::uint64_t page_bytes) noexcept
 {

@@ -19,7 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include <hugezero/detail/call_gate.hpp>
 #include <hugezero/detail/deadline.hpp>
+#include <hugezero/detail/worker_group.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/policy.hpp>
@@ -53,7 +55,12 @@ struct service_options {
 /// Per node, `workers_per_node` threads pinned to the node's CPUs zero the node's hstates when
 /// the watcher reports zeroable pages (or the policy's retry time comes), in writes of one
 /// batch, each first claimed on the hstate's ledger so that workers share the work without
-/// double counting. stop() and pause() interrupt writes in flight.
+/// double counting. stop() and pause() interrupt writes in flight; pause() returns once none
+/// is left.
+///
+/// A watcher that fails (its attributes cannot be watched, or it meets an error it cannot
+/// handle) is counted in every hstate's errors and started again after `error_backoff`; until
+/// then workers look for work every safety-net period on their own (watching() tells).
 ///
 /// @par Thread safety
 /// Every member may be called from any thread; statistics() reads lock-free counters.
@@ -82,12 +89,8 @@ public:
             if (statistics_.count(h) == 0)
                 statistics_.emplace(h, std::make_unique<detail::statistics_counters>(h));
         }
-        for (const auto& [h, counters] : statistics_) {
-            auto it = std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& n) { return n->node == h.node; });
-            if (it == nodes_.end())
-                it = nodes_.insert(nodes_.end(), std::make_unique<node_work>(h.node));
-            (*it)->hstates.push_back(h);
-        }
+        for (const auto& [h, counters] : statistics_)
+            node_of(h.node, true).hstates.push_back(h);
         for (auto& n : nodes_) // largest pages first: a 1 GiB page saves a VM the most
             std::sort(n->hstates.begin(), n->hstates.end(), [](const hstate& a, const hstate& b) { return a.size > b.size; });
     }
@@ -108,56 +111,35 @@ public:
             throw std::logic_error("hugezero: prezero_service::start() called on a running service");
         if (options_.zeroing.cancel == cancellation::signal)
             detail::install_cancel_handler(options_.zeroing.cancel_signal);
-        auto w = std::make_unique<watcher>(machine_, options_.hstates, options_.watch);
-        for (const watch_event& e : w->current()) // statistics show the starting point at once
+        auto first_watcher = std::make_unique<watcher>(machine_, options_.hstates, options_.watch);
+        for (const watch_event& e : first_watcher->current()) // statistics show the starting point at once
             counters(e.which).zeroable.store(e.zeroable, std::memory_order_relaxed);
+        std::vector<detail::worker_spec> specs;
         slots_.clear();
         for (auto& n : nodes_) {
             wake(*n);
-            const cpu_set& cpus = machine_.topology().node(n->node).cpus;
-            const std::size_t count = options_.workers_per_node != 0 ? options_.workers_per_node
-                                                                     : std::max<std::size_t>(1, cpus.count());
-            for (std::size_t i = 0; i < count; ++i)
+            thread_settings settings = detail::settings_for_node(machine_, n->node, options_.thread);
+            options_.policy->adjust(settings);
+            const std::size_t count = detail::workers_for_node(machine_, n->node, options_.workers_per_node);
+            for (std::size_t i = 0; i < count; ++i) {
+                specs.push_back({n->node, settings});
                 slots_.push_back(std::make_unique<worker_slot>(*n));
+            }
         }
-        std::latch ready(static_cast<std::ptrdiff_t>(slots_.size()));
+        listener_ = options_.policy->listen([this] { wake_all(); });
         try {
-            for (auto& slot : slots_)
-                workers_.emplace_back([this, s = slot.get(), &ready](std::stop_token stop) {
-                    bool started = false;
-                    try {
-                        run_worker(stop, *s, ready, started);
-                    } catch (...) { // never expected; an escaping exception would terminate the process
-                        for (const hstate& h : s->node.hstates)
-                            counters(h).record_error(EIO);
-                    }
-                    if (!started)
-                        ready.count_down(); // start() is still waiting for this worker
+            workers_.start(
+                specs, [this](detail::worker_context& c) { run_worker(c, *slots_[c.index()]); },
+                [this](node_id node, std::exception_ptr) { // never expected: count it, never terminate
+                    for (const hstate& h : node_of(node).hstates)
+                        counters(h).record_error(EIO);
                 });
+            watching_.store(true);
+            watcher_thread_ = std::jthread(
+                [this, w = std::move(first_watcher)](std::stop_token stop) mutable { run_watcher(stop, std::move(w)); });
         } catch (...) {
-            // A thread could not be created (EAGAIN): the ones that were wait on `ready`, which
-            // lives in this frame. Count down for the missing ones, let the others pass it, then
-            // stop and join them all before the latch goes away.
-            ready.count_down(static_cast<std::ptrdiff_t>(slots_.size() - workers_.size()));
-            ready.wait();
-            join_workers();
-            throw;
-        }
-        ready.wait();
-        try {
-            watcher_thread_ = std::jthread([this, w = std::move(w)](std::stop_token stop) {
-                // An exception escaping a thread would terminate the process: count it instead.
-                // Workers keep zeroing on their retry deadlines and on later start() calls.
-                try {
-                    w->run(stop, [this](const watch_event& e) { on_event(e); });
-                } catch (const std::system_error& e) {
-                    record_everywhere(e.code().value());
-                } catch (...) {
-                    record_everywhere(EIO);
-                }
-            });
-        } catch (...) {
-            join_workers();
+            workers_.stop();
+            options_.policy->stop_listening(listener_);
             throw;
         }
         running_ = true;
@@ -172,36 +154,38 @@ public:
             return;
         watcher_thread_.request_stop();
         watcher_thread_ = std::jthread();
-        join_workers();
+        workers_.stop();
+        options_.policy->stop_listening(listener_);
+        watching_.store(false);
         running_ = false;
     }
 
-    /// Interrupts writes in flight and keeps workers idle until resume().
+    /// Interrupts writes in flight, keeps workers idle until resume(), and returns once no
+    /// write is in flight (each ends within one page's zeroing time, or one batch in chunked
+    /// mode): from then on the service uses no CPU. A pause before start() holds too.
     void pause()
     {
         const std::lock_guard lock(control_);
-        paused_.store(true);
-        for_each_session([](detail::zeroing_session& s) { s.interrupt(); });
+        workers_.pause();
     }
 
     /// Lets workers zero again (they look for work at once).
     void resume()
     {
         const std::lock_guard lock(control_);
-        paused_.store(false);
-        for_each_session([](detail::zeroing_session& s) { s.resume(); });
-        for (auto& n : nodes_)
-            wake(*n);
+        workers_.resume();
+        wake_all();
     }
 
     /// Whether start() was called without stop().
-    [[nodiscard]] bool running() const
-    {
-        const std::lock_guard lock(control_);
-        return running_;
-    }
+    [[nodiscard]] bool running() const noexcept { return running_.load(); }
     /// Whether paused.
-    [[nodiscard]] bool paused() const noexcept { return paused_.load(); }
+    [[nodiscard]] bool paused() const noexcept { return workers_.paused(); }
+    /// Whether the watcher is running. While it is not (it failed, and is started again after
+    /// `error_backoff`), workers look for work every safety-net period on their own.
+    [[nodiscard]] bool watching() const noexcept { return watching_.load(); }
+    /// How many times the watcher failed and had to be started again.
+    [[nodiscard]] std::uint64_t watcher_failures() const noexcept { return watcher_failures_.load(); }
 
     /// The hstates the service keeps zeroed.
     [[nodiscard]] const std::vector<hstate>& hstates() const noexcept { return options_.hstates; }
@@ -220,20 +204,19 @@ public:
     }
 
     /// The worker settings that could not be applied (each once per worker).
-    [[nodiscard]] std::vector<setting_failure> setting_failures() const
-    {
-        const std::lock_guard lock(failures_mutex_);
-        return setting_failures_;
-    }
+    [[nodiscard]] std::vector<setting_failure> setting_failures() const { return workers_.setting_failures(); }
 
     /// Waits up to @p timeout (0: just check; negative: forever) until no worker is busy and
-    /// every hstate reads zero zeroable pages. Returns whether that happened; false also when
-    /// paused, stopped, or the policy holds pages back.
+    /// every hstate reads zero zeroable pages. Returns whether that happened; returns false at
+    /// once when the service is paused or not running, and false when the policy holds pages
+    /// back.
     bool wait_drained(std::chrono::nanoseconds timeout)
     {
         const auto deadline = detail::deadline_after(timeout);
         std::unique_lock lock(drained_mutex_);
         for (;;) {
+            if (paused() || !running())
+                return false;
             if (drained_now())
                 return true;
             const auto now = std::chrono::steady_clock::now();
@@ -249,6 +232,8 @@ public:
     }
 
 private:
+    using clock = std::chrono::steady_clock;
+
     struct node_work {
         explicit node_work(node_id n) : node(n) {}
         node_id node;
@@ -260,9 +245,33 @@ private:
     struct worker_slot {
         explicit worker_slot(node_work& n) : node(n) {}
         node_work& node;
-        std::mutex mutex;                               // guards sessions
-        std::vector<detail::zeroing_session*> sessions; // owned by the worker thread
-        std::uint64_t seen_epoch = 0;                   // under node.mutex
+        std::uint64_t seen_epoch = 0; // under node.mutex
+    };
+
+    // What a pause stops in one worker: its writes (each session's, interrupted in the kernel
+    // by its signal) and the accounting that follows each, so that statistics are complete
+    // when pause() returns.
+    class worker_pause final : public detail::pausable {
+    public:
+        explicit worker_pause(std::vector<std::unique_ptr<detail::zeroing_session>>& sessions) : sessions_(sessions) {}
+        [[nodiscard]] detail::call_gate& gate() noexcept { return gate_; }
+        void interrupt() noexcept override
+        {
+            gate_.interrupt();
+            for (auto& s : sessions_)
+                s->interrupt();
+        }
+        void resume() noexcept override
+        {
+            gate_.resume();
+            for (auto& s : sessions_)
+                s->resume();
+        }
+        void wait_idle() noexcept override { gate_.wait_idle(); }
+
+    private:
+        std::vector<std::unique_ptr<detail::zeroing_session>>& sessions_;
+        detail::call_gate gate_;
     };
 
     detail::statistics_counters& counters(const hstate& h) const
@@ -271,6 +280,14 @@ private:
         if (it == statistics_.end())
             throw std::invalid_argument("hugezero: the pre-zeroing service does not handle " + to_string(h));
         return *it->second;
+    }
+
+    node_work& node_of(node_id node, bool create = false)
+    {
+        auto it = std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& n) { return n->node == node; });
+        if (it == nodes_.end() && create)
+            it = nodes_.insert(nodes_.end(), std::make_unique<node_work>(node));
+        return **it;
     }
 
     void record_everywhere(int error) noexcept
@@ -287,15 +304,10 @@ private:
         }
         n.cv.notify_all();
     }
-
-    template <class F>
-    void for_each_session(F&& f)
+    void wake_all()
     {
-        for (auto& slot : slots_) {
-            const std::lock_guard lock(slot->mutex);
-            for (auto* s : slot->sessions)
-                f(*s);
-        }
+        for (auto& n : nodes_)
+            wake(*n);
     }
 
     void on_event(const watch_event& e)
@@ -311,17 +323,36 @@ private:
         if (e.zeroable == 0)
             c.zeroable.store(0, std::memory_order_relaxed);
         else
-            for (auto& n : nodes_)
-                if (n->node == e.which.node)
-                    wake(*n);
+            wake(node_of(e.which.node));
     }
 
-    // Stops every worker (interrupting its write) and joins it. Called with control_ held.
-    void join_workers()
+    // The watcher's thread: runs @p w, and when it fails, counts it, lets the workers poll, and
+    // starts a new one after error_backoff.
+    void run_watcher(const std::stop_token& stop, std::unique_ptr<watcher> w)
     {
-        for (auto& w : workers_)
-            w.request_stop();
-        workers_.clear();
+        for (;;) {
+            try {
+                if (!w)
+                    w = std::make_unique<watcher>(machine_, options_.hstates, options_.watch);
+                if (!watching_.exchange(true))
+                    wake_all(); // catch up with what happened while nobody watched
+                w->run(stop, [this](const watch_event& e) { on_event(e); });
+                return; // stopped
+            } catch (const std::system_error& e) {
+                record_everywhere(e.code().value());
+            } catch (...) {
+                record_everywhere(EIO);
+            }
+            w.reset();
+            watching_.store(false);
+            watcher_failures_.fetch_add(1);
+            wake_all(); // from now on the workers poll
+            std::mutex m;
+            std::condition_variable_any backoff;
+            std::unique_lock lock(m);
+            if (backoff.wait_for(lock, stop, options_.error_backoff, [] { return false; }); stop.stop_requested())
+                return;
+        }
     }
 
     // Whether, at one moment, nothing is zeroable, no worker has a wake-up it has not taken,
@@ -332,9 +363,9 @@ private:
         // start() and stop() change slots_ under control_; they may hold it a long time (joining
         // workers that need drained_mutex_, held by our caller): never wait for it here.
         const std::unique_lock control(control_, std::try_to_lock);
-        if (!control.owns_lock() || !running_)
+        if (!control.owns_lock() || !running_.load())
             return false;
-        if (paused_.load() || !nothing_zeroable())
+        if (!nothing_zeroable())
             return false;
         for (const auto& slot : slots_) {
             const std::lock_guard lock(slot->node.mutex);
@@ -357,20 +388,13 @@ private:
         return true;
     }
 
-    void run_worker(const std::stop_token& stop, worker_slot& slot, std::latch& all_started, bool& started)
+    // One worker: a zeroing session per hstate of its node, enrolled so that pause() stops it,
+    // then woken by the watcher (or its retry time, or its own polling while the watcher is
+    // down) to drain them.
+    void run_worker(detail::worker_context& context, worker_slot& slot)
     {
-        node_work& node = slot.node;
-        thread_settings settings = options_.thread;
-        const cpu_set& node_cpus = machine_.topology().node(node.node).cpus;
-        if (!settings.cpus && !node_cpus.empty())
-            settings.cpus = node_cpus;
-        options_.policy->adjust(settings);
-        if (auto failures = apply_to_current_thread(settings); !failures.empty()) {
-            const std::lock_guard lock(failures_mutex_);
-            setting_failures_.insert(setting_failures_.end(), failures.begin(), failures.end());
-        }
         std::vector<std::unique_ptr<detail::zeroing_session>> sessions;
-        for (const hstate& h : node.hstates) {
+        for (const hstate& h : slot.node.hstates) {
             try {
                 sessions.push_back(std::make_unique<detail::zeroing_session>(machine_, h, options_.zeroing));
             } catch (const std::system_error& e) {
@@ -379,116 +403,133 @@ private:
                 counters(h).record_error(EIO);
             }
         }
-        {
-            const std::lock_guard lock(slot.mutex);
-            for (auto& s : sessions) {
-                slot.sessions.push_back(s.get());
-                if (paused_.load())
-                    s->interrupt(); // a pause that came before this worker registered
-            }
+        worker_pause pause_point(sessions);
+        const auto enrolment = workers_.enrol(pause_point);
+        context.started();
+        const std::stop_callback interrupt(context.stop(), [&sessions]() noexcept {
+            for (auto& s : sessions)
+                s->interrupt();
+        });
+        std::optional<clock::time_point> retry;
+        while (wait_for_work(context.stop(), slot, retry)) {
+            retry.reset();
+            for (auto& s : sessions)
+                drain_guarded(*s, pause_point.gate(), context.stop(), retry);
+            busy_.fetch_sub(1);
+            drained_cv_.notify_all();
         }
-        all_started.count_down(); // the latch lives in start(), which returns once all have counted down
-        started = true;
-        {
-            const std::stop_callback interrupt(stop, [&slot]() noexcept {
-                const std::lock_guard lock(slot.mutex);
-                for (auto* s : slot.sessions)
-                    s->interrupt();
-            });
-            std::optional<std::chrono::steady_clock::time_point> retry;
-            for (;;) {
-                {
-                    std::unique_lock lock(node.mutex);
-                    const auto ready = [&] {
-                        return !paused_.load()
-                               && (slot.seen_epoch != node.epoch || (retry && std::chrono::steady_clock::now() >= *retry));
-                    };
-                    const bool go = retry ? node.cv.wait_until(lock, stop, *retry, ready) : node.cv.wait(lock, stop, ready);
-                    if (stop.stop_requested())
-                        break;
-                    if (!go)
-                        continue;
-                    slot.seen_epoch = node.epoch;
-                    busy_.fetch_add(1); // with the wake-up it takes: see drained_now()
-                }
-                retry.reset();
-                for (auto& s : sessions)
-                    drain(*s, stop, retry);
-                busy_.fetch_sub(1);
-                drained_cv_.notify_all();
-            }
-        }
-        const std::lock_guard lock(slot.mutex);
-        slot.sessions.clear();
     }
 
-    // Zeroes what the policy allows of one hstate until nothing is left to claim.
-    void drain(detail::zeroing_session& s, const std::stop_token& stop,
-               std::optional<std::chrono::steady_clock::time_point>& retry)
+    // Waits for a wake-up, the retry time, or (while the watcher is down) a safety-net period;
+    // then counts the worker busy. False once stopped.
+    bool wait_for_work(const std::stop_token& stop, worker_slot& slot, const std::optional<clock::time_point>& retry)
     {
-        using clock = std::chrono::steady_clock;
+        node_work& node = slot.node;
+        std::unique_lock lock(node.mutex);
+        for (;;) {
+            std::optional<clock::time_point> deadline = retry;
+            if (!watching_.load()) {
+                const auto poll = std::max<std::chrono::nanoseconds>(options_.watch.safety_net_period, std::chrono::milliseconds(1));
+                deadline = std::min(deadline.value_or(clock::time_point::max()), detail::deadline_after(poll));
+            }
+            const auto ready = [&] {
+                return !paused() && (slot.seen_epoch != node.epoch || (deadline && clock::now() >= *deadline));
+            };
+            const bool go = deadline ? node.cv.wait_until(lock, stop, *deadline, ready) : node.cv.wait(lock, stop, ready);
+            if (stop.stop_requested())
+                return false;
+            if (!go)
+                continue;
+            slot.seen_epoch = node.epoch;
+            busy_.fetch_add(1); // with the wake-up it takes: see drained_now()
+            return true;
+        }
+    }
+
+    // drain(), counting anything it throws (a custom policy's exception, say) instead of
+    // letting it end the worker.
+    void drain_guarded(detail::zeroing_session& s, detail::call_gate& gate, const std::stop_token& stop,
+                       std::optional<clock::time_point>& retry)
+    {
+        try {
+            drain(s, gate, stop, retry);
+            return;
+        } catch (const std::system_error& e) {
+            counters(s.which()).record_error(e.code().value());
+        } catch (...) {
+            counters(s.which()).record_error(EIO);
+        }
+        retry_no_later_than(retry, clock::now() + options_.error_backoff);
+    }
+
+    static void retry_no_later_than(std::optional<clock::time_point>& retry, clock::time_point t)
+    {
+        if (!retry || t < *retry)
+            retry = t;
+    }
+
+    // Zeroes what the policy allows of one hstate until nothing is left to claim. Each write and
+    // its accounting pass @p gate, which a pause closes and waits for.
+    void drain(detail::zeroing_session& s, detail::call_gate& gate, const std::stop_token& stop,
+               std::optional<clock::time_point>& retry)
+    {
         const hstate& h = s.which();
         auto& c = counters(h);
-        const auto retry_no_later_than = [&retry](clock::time_point t) {
-            if (!retry || t < *retry)
-                retry = t;
-        };
         constexpr unsigned max_consecutive_rejections = 64;
         unsigned rejections = 0;
-        while (!stop.stop_requested() && !paused_.load()) {
-            std::uint64_t zeroable = 0;
-            policy_decision decision;
-            try {
-                zeroable = s.read_zeroable();
-                c.zeroable.store(zeroable, std::memory_order_relaxed);
-                if (zeroable == 0)
-                    return;
-                decision = options_.policy->allow(h, zeroable, clock::now());
-            } catch (const std::system_error& e) {
-                c.record_error(e.code().value());
-                retry_no_later_than(clock::now() + options_.error_backoff);
+        while (!stop.stop_requested() && !paused()) {
+            const std::uint64_t zeroable = s.read_zeroable();
+            c.zeroable.store(zeroable, std::memory_order_relaxed);
+            if (zeroable == 0)
                 return;
-            } catch (const std::exception&) {
-                c.record_error(EIO);
-                retry_no_later_than(clock::now() + options_.error_backoff);
-                return;
-            }
+            const policy_decision decision = options_.policy->allow(h, zeroable, clock::now());
             if (decision.pages == 0) {
                 if (decision.retry_at)
-                    retry_no_later_than(*decision.retry_at);
+                    retry_no_later_than(retry, *decision.retry_at);
+                return;
+            }
+            if (!gate.enter()) { // paused
+                options_.policy->unused(h, decision.pages);
                 return;
             }
             const auto step = s.zero_some(zeroable, decision.pages);
             const bool wrote = step.what == detail::zeroing_session::step::outcome::wrote;
+            if (wrote)
+                count(c, step);
+            gate.leave();
             const std::uint64_t used = wrote ? std::min(decision.pages, step.claimed) : 0;
             if (used < decision.pages)
                 options_.policy->unused(h, decision.pages - used);
             if (!wrote)
                 return;
-            constexpr auto relaxed = std::memory_order_relaxed;
-            c.requests.fetch_add(1, relaxed);
-            c.pages_zeroed.fetch_add(step.credited, relaxed);
-            c.time_zeroing_ns.fetch_add(step.duration.count(), relaxed);
-            if (step.signalled || step.error == EINTR)
-                c.requests_interrupted.fetch_add(1, relaxed);
             if (step.error == EINVAL && !step.signalled) {
-                c.requests_rejected.fetch_add(1, relaxed);
                 // As in run_zeroing(): a kernel that keeps rejecting requests is an error, not a
                 // race with another writer; back off instead of spinning.
-                if (++rejections == max_consecutive_rejections) {
-                    c.record_error(EINVAL);
-                    retry_no_later_than(clock::now() + options_.error_backoff);
-                    return;
-                }
-                continue;
+                if (++rejections < max_consecutive_rejections)
+                    continue;
+                c.record_error(EINVAL);
+                retry_no_later_than(retry, clock::now() + options_.error_backoff);
+                return;
             }
             rejections = 0;
             if (step.error != 0 && step.error != EINTR && step.error != EINVAL) {
                 c.record_error(step.error);
-                retry_no_later_than(clock::now() + options_.error_backoff);
+                retry_no_later_than(retry, clock::now() + options_.error_backoff);
                 return;
             }
         }
+    }
+
+    static void count(detail::statistics_counters& c, const detail::zeroing_session::step& step)
+    {
+        constexpr auto relaxed = std::memory_order_relaxed;
+        c.requests.fetch_add(1, relaxed);
+        c.pages_zeroed.fetch_add(step.credited, relaxed);
+        c.time_zeroing_ns.fetch_add(step.duration.count(), relaxed);
+        if (step.signalled || step.error == EINTR)
+            c.requests_interrupted.fetch_add(1, relaxed);
+        if (step.error == EINVAL && !step.signalled)
+            c.requests_rejected.fetch_add(1, relaxed);
     }
 
     machine machine_;
@@ -497,15 +538,15 @@ private:
     std::vector<std::unique_ptr<node_work>> nodes_;                            // fixed after construction
     std::vector<std::unique_ptr<worker_slot>> slots_;                          // changed only by start()
     mutable std::mutex control_;
-    bool running_ = false; // under control_
-    std::atomic<bool> paused_{false};
+    std::atomic<bool> running_{false}; // changed under control_
+    std::uint64_t listener_ = 0; // the policy's allowance_changed() wakes us
+    std::atomic<bool> watching_{false};
+    std::atomic<std::uint64_t> watcher_failures_{0};
     std::atomic<int> busy_{0};
     std::mutex drained_mutex_;
     std::condition_variable drained_cv_;
-    mutable std::mutex failures_mutex_;
-    std::vector<setting_failure> setting_failures_;
     // Threads last: they stop and join before the state they use is destroyed.
-    std::vector<std::jthread> workers_;
+    detail::worker_group workers_;
     std::jthread watcher_thread_;
 };
 

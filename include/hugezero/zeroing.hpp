@@ -174,7 +174,8 @@ public:
     /// @throws hugezero::zeroing_unsupported, std::invalid_argument, std::system_error (the
     /// attribute cannot be opened; the cancellation signal is taken by the application).
     zeroing_session(machine m, const hstate& h, const zeroing_options& options)
-        : machine_(std::move(m)), which_(h), path_(machine_.zeroable_path(h)), ledger_(machine_.ledger(h)),
+        : machine_(std::move(m)), which_(h), path_(machine_.zeroable_path(h)),
+          ledger_(machine_internals::ledger(machine_, h)),
           batch_(options.batch_pages(h.size)), writer_(machine_.backend().open_writer(path_))
     {
         if (options.cancel == cancellation::signal)

@@ -20,6 +20,7 @@
 
 #include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/detail/worker_group.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/thread_settings.hpp>
@@ -95,11 +96,8 @@ public:
         state_->done_event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!state_->done_event)
             throw detail::errno_error("eventfd for a zeroing request");
-        if (!options.thread.cpus && options.pin_to_node) {
-            const cpu_set& node_cpus = m.topology().node(h.node).cpus;
-            if (!node_cpus.empty())
-                options.thread.cpus = node_cpus;
-        }
+        if (options.pin_to_node)
+            options.thread = detail::settings_for_node(m, h.node, std::move(options.thread));
         state_->started = std::chrono::steady_clock::now();
         worker_ = std::jthread([s = state_, m, h, pages, options](std::stop_token stop) {
             zeroing_result result;

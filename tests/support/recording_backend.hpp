@@ -53,6 +53,7 @@ public:
     std::optional<std::vector<std::string>> list(std::string_view path) override { return inner_->list(path); }
     std::unique_ptr<attribute_watch> open_watch(std::string_view path) override { return inner_->open_watch(path); }
     [[nodiscard]] std::string display_path(std::string_view path) const override { return inner_->display_path(path); }
+    [[nodiscard]] std::shared_ptr<hugetlb_files> files() const override { return inner_->files(); }
     std::unique_ptr<attribute_writer> open_writer(std::string_view path) override
     {
         return std::make_unique<writer>(*this, std::string(path), inner_->open_writer(path));

@@ -7,8 +7,10 @@
 #include <bit>
 #include <cerrno>
 #include <cstdint>
+#include <cstddef>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -44,14 +46,15 @@ inline unique_fd create_hugetlb_memfd(const std::string& name, page_size page, i
 }
 
 /// How many huge pages the file holds, from `st_blocks` (hugetlbfs counts each page it adds to
-/// or removes from a file there). Unlike `st_size`, this also counts the pages a fallocate()
-/// that was interrupted or ran out of pages left behind: they stay in the file, past its end.
-inline std::optional<std::uint64_t> pages_in_file(int fd, page_size page) noexcept
+/// or removes from a file there), or the errno of fstat(). Unlike `st_size`, this also counts
+/// the pages a fallocate() that was interrupted or ran out of pages left behind: they stay in
+/// the file, past its end.
+inline std::pair<std::uint64_t, int> pages_in_file(int fd, page_size page) noexcept
 {
     struct stat st {};
     if (::fstat(fd, &st) != 0)
-        return std::nullopt;
-    return static_cast<std::uint64_t>(st.st_blocks) * 512 / page.bytes();
+        return {0, errno};
+    return {static_cast<std::uint64_t>(st.st_blocks) * 512 / page.bytes(), 0};
 }
 
 /// Allocates (and so has the kernel zero, in this thread) pages [@p first, @p first + @p count)
@@ -61,6 +64,39 @@ inline int allocate_pages(int fd, page_size page, std::uint64_t first, std::uint
     const auto offset = static_cast<off_t>(first * page.bytes());
     const auto length = static_cast<off_t>(count * page.bytes());
     return ::fallocate(fd, 0, offset, length) == 0 ? 0 : errno;
+}
+
+/// `MADV_POPULATE_WRITE` (Linux 5.14), which older libc headers lack.
+inline constexpr int madv_populate_write = 23;
+
+/// Whether the kernel has `MADV_POPULATE_WRITE` (Linux 5.14), probed once on a small anonymous
+/// mapping: its `EINVAL` on a real mapping can also mean "not writable", which touching would
+/// turn into a crash.
+inline bool populate_write_supported() noexcept
+{
+    static const bool supported = [] {
+        void* probe = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (probe == MAP_FAILED)
+            return true; // cannot tell: use it, and report what it says
+        const bool ok = ::madvise(probe, 4096, madv_populate_write) == 0 || errno != EINVAL;
+        ::munmap(probe, 4096);
+        return ok;
+    }();
+    return supported;
+}
+
+/// `MADV_POPULATE_WRITE` of the mapped range [@p start, @p start + @p length): the kernel
+/// faults each page in as for a write, allocating (and zeroing) a missing one, and writes
+/// nothing. Not interrupted by signals (but fatal ones). 0 or the errno; `ENOSPC` when a page
+/// could not be had (the kernel says `EFAULT`: the access would have raised `SIGBUS`).
+inline int populate_range(std::byte* start, std::size_t length) noexcept
+{
+    while (::madvise(start, length, madv_populate_write) != 0) {
+        if (errno != EINTR)
+            return errno == EFAULT ? ENOSPC : errno;
+        // interrupted: the pages done stay, and the rest is asked for again
+    }
+    return 0;
 }
 
 /// Sets the file's size to @p pages pages: shrinking gives the pages past it back to the
@@ -78,6 +114,26 @@ inline bool is_hugetlb_file(int fd, page_size page) noexcept
     if (::fstatfs(fd, &fs) != 0)
         return false;
     return static_cast<unsigned long>(fs.f_type) == HUGETLBFS_MAGIC && static_cast<std::uint64_t>(fs.f_bsize) == page.bytes();
+}
+
+/// Whether this process may allocate memory on @p node (it is in the cpuset's `mems_allowed`,
+/// from get_mempolicy(`MPOL_F_MEMS_ALLOWED`)); a kernel without NUMA has node 0 only. Empty if
+/// the kernel would not say.
+inline std::optional<bool> node_allowed(std::uint64_t node) noexcept
+{
+    constexpr unsigned long mpol_f_mems_allowed = 4; // <linux/mempolicy.h>
+    constexpr std::size_t bits = 8 * sizeof(unsigned long);
+    for (std::size_t longs = 16; longs <= 4096; longs *= 4) {
+        std::vector<unsigned long> mask(longs, 0);
+        int mode = 0;
+        if (::syscall(SYS_get_mempolicy, &mode, mask.data(), longs * bits, nullptr, mpol_f_mems_allowed) == 0)
+            return node < longs * bits && (mask[node / bits] & (1UL << (node % bits))) != 0;
+        if (errno == ENOSYS)
+            return node == 0;
+        if (errno != EINVAL)
+            return std::nullopt;
+    }
+    return std::nullopt;
 }
 
 /// Binds the calling thread's memory allocations to one node (`MPOL_BIND`) for its lifetime and

@@ -4,6 +4,7 @@
 #define HUGEZERO_DETAIL_LEDGER_HPP
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,8 @@ namespace hugezero::detail {
 /// since the first claim of that busy period, minus the pages known exactly, is what the
 /// uncertain writes did together (exact unless consumers allocated or released pages of the
 /// hstate in the meantime). That amount is credited to the writer that ends the busy period.
+/// The counter is read without the ledger's mutex (a sysfs read can be slow); new claims wait
+/// for the reading instead, since a write starting meanwhile would move the counter under it.
 class hstate_ledger {
 public:
     /// What to pass to claim() with a reading of the counter: take it just before reading.
@@ -42,7 +45,8 @@ public:
     /// zeroable page is already claimed by writes in flight (or may have been since the reading).
     std::uint64_t claim(std::uint64_t zeroable, std::uint64_t ticket, std::uint64_t want)
     {
-        const std::lock_guard lock(mutex_);
+        std::unique_lock lock(mutex_);
+        settled_cv_.wait(lock, [this] { return !settling_; });
         const std::uint64_t gone = outstanding_ + (settled_ - ticket);
         const std::uint64_t unclaimed = zeroable > gone ? zeroable - gone : 0;
         const std::uint64_t pages = std::min(want, unclaimed);
@@ -64,7 +68,7 @@ public:
     template <class ReadZeroable>
     std::uint64_t settle(std::uint64_t claimed, std::optional<std::uint64_t> done, ReadZeroable&& read_zeroable)
     {
-        const std::lock_guard lock(mutex_);
+        std::unique_lock lock(mutex_);
         outstanding_ -= claimed;
         settled_ += claimed; // at most this many pages left the counter since the claim
         --in_flight_;
@@ -77,20 +81,29 @@ public:
         }
         if (in_flight_ == 0 && uncertain_) {
             uncertain_ = false;
-            std::uint64_t now = baseline_;
+            settling_ = true;
+            const std::uint64_t baseline = baseline_;
+            const std::uint64_t known_exact = exact_since_baseline_;
+            lock.unlock();
+            std::uint64_t now = baseline;
             try {
                 now = read_zeroable();
             } catch (...) {
                 // The caller's next read reports the error; credit nothing rather than guess.
             }
-            const std::uint64_t known = now + exact_since_baseline_;
-            credited += baseline_ > known ? baseline_ - known : 0;
+            lock.lock();
+            settling_ = false;
+            settled_cv_.notify_all();
+            const std::uint64_t known = now + known_exact;
+            credited += baseline > known ? baseline - known : 0;
         }
         return credited;
     }
 
 private:
     std::mutex mutex_;
+    std::condition_variable settled_cv_; // a settling reading ended
+    bool settling_ = false;              // a settle() is reading the counter: claims wait
     std::uint64_t outstanding_ = 0;
     std::uint64_t settled_ = 0; // pages of every settled claim: tickets count from it
     unsigned in_flight_ = 0;

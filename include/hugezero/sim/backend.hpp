@@ -20,6 +20,7 @@
 #include <hugezero/detail/signal_counter.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
+#include <hugezero/sim/hugetlb_files.hpp>
 #include <hugezero/sim/kernel.hpp>
 #include <hugezero/sim/sysfs_view.hpp>
 
@@ -34,7 +35,10 @@ namespace hugezero::sim {
 class backend final : public hugezero::backend {
 public:
     /// A backend over @p k.
-    explicit backend(std::shared_ptr<kernel> k) : view_(std::move(k)) {}
+    explicit backend(std::shared_ptr<kernel> k)
+        : view_(k), files_(std::make_shared<sim::hugetlb_files>(std::move(k)))
+    {
+    }
 
     /// The kernel behind the backend.
     [[nodiscard]] const std::shared_ptr<kernel>& simulated_kernel() const noexcept { return view_.simulated_kernel(); }
@@ -84,6 +88,10 @@ public:
     }
 
     [[nodiscard]] std::string display_path(std::string_view path) const override { return simulated_path(path); }
+
+    /// The simulated kernel's hugetlb files (sim::hugetlb_files), so a pool on this backend's
+    /// machine allocates the kernel's simulated pages.
+    [[nodiscard]] std::shared_ptr<hugezero::hugetlb_files> files() const override { return files_; }
 
 private:
     static std::string simulated_path(std::string_view path) { return "simulated:/sys/" + std::string(path); }
@@ -137,6 +145,7 @@ private:
     };
 
     sysfs_view view_;
+    std::shared_ptr<hugezero::hugetlb_files> files_;
 };
 
 } // namespace hugezero::sim

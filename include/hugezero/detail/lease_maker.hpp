@@ -1,0 +1,245 @@
+/// @file
+/// @brief Internals of hugezero::pool: how acquire() makes a lease. Take the reservoir file
+/// that fits best, decide whether the node can give what it lacks, trim it or grow it with
+/// cold pages, and on any failure put everything back as it was.
+#ifndef HUGEZERO_DETAIL_LEASE_MAKER_HPP
+#define HUGEZERO_DETAIL_LEASE_MAKER_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <utility>
+
+#include <hugezero/acquire_result.hpp>
+#include <hugezero/detail/pool_messages.hpp>
+#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/lease.hpp>
+
+namespace hugezero::detail {
+
+/// One acquire(): @p pages pages of @p h for the calling thread.
+class lease_maker {
+public:
+    lease_maker(pool_engine& engine, const hstate& h, std::uint64_t bytes, std::uint64_t pages, std::stop_token stop)
+        : e_(engine), which_(h), bytes_(bytes), pages_(pages), stop_(std::move(stop))
+    {
+    }
+
+    /// The lease, or why there is none; on failure nothing is kept.
+    acquire_result make()
+    {
+        const bool short_of_pages = take_file();
+        const cold_hold hold(*this, short_of_pages);
+        ready_ = file_.pages;
+        if (file_.pages < pages_) {
+            if (auto refused = refuse_if_node_lacks(pages_ - file_.pages))
+                return std::move(*refused);
+        }
+        if (file_.pages > pages_)
+            if (auto failed = trim())
+                return std::move(*failed);
+        std::uint64_t cold = 0;
+        if (file_.pages < pages_) {
+            cold = pages_ - file_.pages;
+            if (auto failed = grow())
+                return std::move(*failed);
+        }
+        return hand_over(cold);
+    }
+
+private:
+    // While an acquire allocates cold pages, its reservoir starts no refill: a VM waiting for
+    // pages comes before the reservoir, for free pages and for bandwidth.
+    class cold_hold {
+    public:
+        cold_hold(lease_maker& maker, bool held) : maker_(held ? &maker : nullptr) {}
+        cold_hold(const cold_hold&) = delete;
+        cold_hold& operator=(const cold_hold&) = delete;
+        ~cold_hold()
+        {
+            if (maker_ != nullptr)
+                maker_->end_cold();
+        }
+
+    private:
+        lease_maker* maker_;
+    };
+
+    reservoir_slot& slot(pool_core& core) const { return core.slots.at(which_); }
+
+    // Takes the best ready file (or none). The whole pool goes quiet and every file being
+    // filled is closed to its workers, who leave it after their step. If the best file is short
+    // of the lease, this waits for the reservoir's own file being filled (it may be the best),
+    // and the reservoir starts no refill until the lease is made. Returns whether it was short.
+    bool take_file()
+    {
+        auto g = e_.state->core.lock();
+        reservoir_slot& mine = slot(*g);
+        const bool quiet = e_.options.quiet_after_lease > std::chrono::nanoseconds::zero();
+        if (quiet) {
+            e_.state->quiet.extend(pool_clock::now() + e_.options.quiet_after_lease);
+            for (auto& [h, other] : g->slots)
+                other.close_jobs();
+        }
+        const bool short_of_pages = mine.files.best_for(pages_) < pages_;
+        if (short_of_pages) {
+            ++mine.cold_allocations;
+            if (!mine.jobs.empty()) {
+                mine.close_jobs();
+                e_.wake_floor_waiters();
+                g.announce();
+                (void)g.wait_for(yield_timeout, [&] { return mine.jobs.empty(); });
+            }
+        }
+        if (quiet)
+            e_.wake_floor_waiters();
+        file_ = mine.files.take_best_for(pages_).value_or(pool_file{});
+        return short_of_pages;
+    }
+
+    void end_cold()
+    {
+        auto g = e_.state->core.lock();
+        --slot(*g).cold_allocations;
+        if (e_.options.quiet_after_lease > std::chrono::nanoseconds::zero()) // counted from now
+            e_.state->quiet.extend(pool_clock::now() + e_.options.quiet_after_lease);
+    }
+
+    // The node cannot give the @p missing pages above the floor: refuse before allocating
+    // any (the kernel would zero every free page of the node in this thread, then fail).
+    std::optional<acquire_result> refuse_if_node_lacks(std::uint64_t missing)
+    {
+        std::uint64_t available = 0;
+        try {
+            available = e_.m.available(which_);
+        } catch (const std::exception&) {
+            return std::nullopt; // the counters cannot tell: let the kernel decide
+        }
+        const std::uint64_t floor = e_.state->counters.at(which_)->floor_pages.load();
+        if (available >= floor && available - floor >= missing)
+            return std::nullopt;
+        put_back();
+        return acquire_failure(ENOSPC, cannot_lease(bytes_, which_)
+                                           + short_of_pages_reason(which_, ready_, missing, available, floor));
+    }
+
+    std::optional<acquire_result> trim()
+    {
+        if (const int error = e_.m.files().resize(file_.fd.get(), which_.size, pages_); error != 0) {
+            e_.state->counters.at(which_)->record_error(error);
+            put_back(); // unchanged: still ready
+            return acquire_failure(error, cannot_lease(bytes_, which_) + "trimming a reservoir file to the lease's size failed");
+        }
+        e_.state->counters.at(which_)->add(e_.state->counters.at(which_)->trimmed_pages, file_.pages - pages_);
+        file_.pages = pages_;
+        return std::nullopt;
+    }
+
+    // Allocates the pages [file.pages, pages) here, bound to the node, with fallocate() in steps
+    // (checking the stop token between them): no mapping, so the process's memory-map lock is
+    // not taken.
+    std::optional<acquire_result> grow()
+    {
+        hugetlb_files& files = e_.m.files();
+        const std::uint64_t had = file_.pages;
+        const auto fail = [&](int error, const char* call) {
+            const std::uint64_t got = pages_in_file_now() - had;
+            roll_back(had);
+            return acquire_failure(error, cannot_lease(bytes_, which_)
+                                              + cold_failure_reason(error, call, ready_, pages_ - had, got, which_));
+        };
+        if (!file_.fd) {
+            const int fd = files.create(pool_file_name(which_), which_.size);
+            if (fd < 0)
+                return acquire_failure(-fd, cannot_lease(bytes_, which_) + "memfd_create failed" + permission_hint(-fd));
+            file_.fd.reset(fd);
+        }
+        int error = 0;
+        const auto binding = files.bind_calling_thread(which_.node, error);
+        if (!binding)
+            return fail(error, "binding the thread's memory to the node (set_mempolicy)");
+        if ((error = files.resize(file_.fd.get(), which_.size, pages_)) != 0)
+            return fail(error, "ftruncate");
+        const std::uint64_t step = e_.step_pages(which_.size);
+        for (std::uint64_t first = had; first < pages_; first += step) {
+            if (stop_.stop_requested())
+                return fail(ECANCELED, "");
+            do
+                error = files.allocate(file_.fd.get(), which_.size, first, std::min(step, pages_ - first));
+            while (error == EINTR); // a signal of the application's: the pages done stay
+            if (error != 0)
+                return fail(error, "fallocate");
+        }
+        file_.pages = pages_;
+        return std::nullopt;
+    }
+
+    acquire_result hand_over(std::uint64_t cold)
+    {
+        reservoir_counters& c = *e_.state->counters.at(which_);
+        c.add(c.leases_served, 1);
+        c.add(c.leases_out, 1);
+        c.add(c.leased_pages, pages_);
+        c.add(c.warm_pages_served, pages_ - cold);
+        c.add(c.cold_pages_served, cold);
+        acquire_result result;
+        result.lease = lease_access::make(std::move(file_.fd), which_, pages_, cold, e_.state);
+        return result;
+    }
+
+    std::uint64_t pages_in_file_now() const
+    {
+        if (!file_.fd)
+            return file_.pages;
+        const file_pages counted = e_.m.files().pages_in(file_.fd.get(), which_.size);
+        return counted.error == 0 ? std::max(counted.pages, file_.pages) : file_.pages;
+    }
+
+    // After a failed grow: pages allocated for the lease go back to the kernel; a reservoir
+    // file goes back to the reservoir cut to its ready pages (every one zero and never mapped),
+    // or is dropped, counted as an error, if it cannot be cut.
+    void roll_back(std::uint64_t had)
+    {
+        if (had == 0) {
+            file_ = {}; // closing a file of its own frees it
+            return;
+        }
+        if (const int error = e_.m.files().resize(file_.fd.get(), which_.size, had); error != 0) {
+            e_.state->counters.at(which_)->record_error(error);
+            file_ = {};
+            return;
+        }
+        file_.pages = had;
+        put_back();
+    }
+
+    // Gives the taken file back to the reservoir (whole files above target go to the kernel).
+    void put_back()
+    {
+        std::vector<pool_file> surplus;
+        auto g = e_.state->core.lock();
+        reservoir_slot& mine = slot(*g);
+        mine.files.add(std::move(file_));
+        surplus = mine.files.shed_to(mine.target_pages);
+        g.unlock(); // `surplus` closes outside the lock
+    }
+
+    // How long an acquire waits for workers to leave the files it wants: they do after their
+    // step (at most one page's zeroing for 1 GiB pages, ~35-250 ms); this is a safety net.
+    static constexpr std::chrono::seconds yield_timeout{2};
+
+    pool_engine& e_;
+    hstate which_;
+    std::uint64_t bytes_;
+    std::uint64_t pages_;
+    std::stop_token stop_;
+    pool_file file_;
+    std::uint64_t ready_ = 0; // pages the taken file had
+};
+
+} // namespace hugezero::detail
+
+#endif

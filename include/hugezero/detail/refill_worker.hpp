@@ -1,0 +1,315 @@
+/// @file
+/// @brief Internals of hugezero::pool: one refill worker, in phases: wait for work and join a
+/// file being filled (or start one), take steps of it, leave it (the last worker out finishes
+/// it).
+#ifndef HUGEZERO_DETAIL_REFILL_WORKER_HPP
+#define HUGEZERO_DETAIL_REFILL_WORKER_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <utility>
+#include <vector>
+
+#include <hugezero/detail/call_gate.hpp>
+#include <hugezero/detail/pool_messages.hpp>
+#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/worker_group.hpp>
+
+namespace hugezero::detail {
+
+/// A refill worker of one node. It fills the node's reservoirs, largest pages first: it joins
+/// a file being filled that has a step left (or starts one: the largest ready file short of a
+/// chunk, grown, or a new one) and takes its steps in turn with the node's other workers, each
+/// step paced by the rate limit, granted by the floor gate, and populated through the worker's
+/// own window on the file with no lock held. It leaves the file when the file has no step left
+/// for it, or for a stop, a pause, or a lease that wants the file; the last worker out cuts the
+/// file back to the pages done in order and gives it to the reservoir.
+///
+/// Its thread is bound to the node's memory, so the kernel takes the pages from the node.
+class refill_worker {
+public:
+    /// A worker of @p context's node filling @p mine (the node's reservoirs, largest pages
+    /// first); @p gate is the pausable its steps pass.
+    refill_worker(pool_engine& engine, const worker_context& context, std::vector<hstate> mine, call_gate& gate)
+        : e_(engine), stop_(context.stop()), mine_(std::move(mine)), gate_(gate)
+    {
+    }
+
+    /// Refills until stopped.
+    void run()
+    {
+        while (const auto joined = join_work()) {
+            const filler fill = make_filler(*joined);
+            if (!fill.usable()) {
+                leave(*joined->slot, *joined->job, refill_hold::error, fill.error);
+                continue;
+            }
+            while (step(*joined->slot, *joined->job, fill)) {
+            }
+        }
+    }
+
+private:
+    struct work {
+        reservoir_slot* slot;
+        fill_job* job;
+        bool started; // this worker started the job
+    };
+
+    // How this worker allocates its steps of one file. The worker that started the file uses
+    // fallocate(): it needs no mapping, so it never takes the process's memory-map lock. The
+    // others fault pages in through their own window: fallocate()s on one file would run one
+    // after the other (the inode lock), page faults run beside them.
+    struct filler {
+        hugetlb_files& files;
+        int fd;
+        page_size page;
+        std::unique_ptr<populate_window> window; // null for the starter
+        int error = 0;                           // the window could not be made
+
+        [[nodiscard]] bool usable() const noexcept { return error == 0; }
+        int operator()(const fill_step& s) const noexcept
+        {
+            for (;;) {
+                const int rc = window ? window->populate(s.first, s.count) : files.allocate(fd, page, s.first, s.count);
+                if (rc != EINTR)
+                    return rc;
+                // A stray signal (the pool sends none): the pages done stay, ask for the rest.
+            }
+        }
+    };
+
+    filler make_filler(const work& w)
+    {
+        filler f{e_.m.files(), w.job->file().fd.get(), w.slot->counters->which.size, nullptr, 0};
+        if (!w.started)
+            f.window = f.files.window(f.fd, f.page, w.job->goal(), f.error);
+        return f;
+    }
+
+    // Phase 1: waits until a reservoir of this node needs work, and joins a file being filled
+    // there (starting one if none has a step left). Empty once stopped.
+    std::optional<work> join_work()
+    {
+        auto g = e_.state->core.lock();
+        for (;;) {
+            if (stop_.stop_requested())
+                return std::nullopt;
+            const auto now = pool_clock::now();
+            std::optional<pool_clock::time_point> wake;
+            if (e_.state->quiet.active(now))
+                wake = e_.state->quiet.until();
+            else if (!g->paused)
+                for (const hstate& h : mine_) {
+                    reservoir_slot& slot = g->slots.at(h);
+                    fill_job* job = slot.job_with_steps();
+                    const bool started = job == nullptr && slot.wants_refill(now);
+                    if (started)
+                        job = start_job(slot);
+                    if (job != nullptr) {
+                        job->join();
+                        return work{&slot, job, started};
+                    }
+                    if (slot.retry_at && now < *slot.retry_at)
+                        wake = std::min(wake.value_or(*slot.retry_at), *slot.retry_at);
+                }
+            g.wait_for_change(stop_, wake);
+        }
+    }
+
+    // Under the pool's lock: a new job for @p slot, on the largest ready file short of a chunk
+    // (grown) or a new file, sized to its goal. Null, with the reservoir held, if the file
+    // cannot be made or sized (two quick calls: neither zeroes anything).
+    fill_job* start_job(reservoir_slot& slot)
+    {
+        const hstate& h = slot.counters->which;
+        hugetlb_files& files = e_.m.files();
+        const std::uint64_t deficit = slot.target_pages - slot.planned_pages();
+        pool_file file = slot.files.take_largest_below(slot.chunk_pages).value_or(pool_file{});
+        const std::uint64_t goal = std::min(slot.chunk_pages, file.pages + deficit);
+        if (!file.fd) {
+            const int fd = files.create(pool_file_name(h), h.size);
+            if (fd < 0) {
+                slot.hold(refill_hold::error, -fd, e_.options.retry_period);
+                return nullptr;
+            }
+            file.fd.reset(fd);
+        }
+        if (const int error = files.resize(file.fd.get(), h.size, goal); error != 0) {
+            slot.files.add(std::move(file)); // unchanged, so still ready
+            slot.hold(refill_hold::error, error, e_.options.retry_period);
+            return nullptr;
+        }
+        slot.retry_at.reset();
+        slot.counters->hold.store(static_cast<int>(refill_hold::none));
+        slot.counters->add(slot.counters->filling_pages, file.pages);
+        slot.jobs.push_back(std::make_unique<fill_job>(std::move(file), goal));
+        return slot.jobs.back().get();
+    }
+
+    // Phase 2: one step of @p job. Returns whether this worker goes on with it; when not, it
+    // has left it.
+    bool step(reservoir_slot& slot, fill_job& job, const filler& fill)
+    {
+        const hstate& h = slot.counters->which;
+        const std::uint64_t want = e_.step_pages(h.size);
+        if (!wait_turn(job, want * h.size.bytes()))
+            return leave(slot, job, refill_hold::none, 0);
+        floor_gate::claim claim = e_.floors.at(h)->acquire(
+            want, [&] { return e_.m.available(h); }, stop_, [&] { return should_leave(job); });
+        if (claim.pages() == 0)
+            return leave(slot, job, claim.hold(), claim.error());
+        if (!gate_.enter()) // paused
+            return leave(slot, job, refill_hold::none, 0);
+        const std::optional<fill_step> s = take_step(job, claim.pages());
+        if (!s) {
+            gate_.leave();
+            return leave(slot, job, refill_hold::none, 0);
+        }
+        claim.shrink_to(s->count);
+        const auto start = pool_clock::now();
+        const int error = fill(*s);
+        const auto elapsed = pool_clock::now() - start;
+        claim.shrink_to(0); // its pages now show in the counters as taken
+        const bool go_on = record(slot, job, *s, error, elapsed);
+        gate_.leave(); // a pause returns once the step is in the statistics
+        return go_on;
+    }
+
+    // Whether the worker should stop working on @p job. Lock-free: also asked from the floor
+    // gate, under its own lock.
+    bool should_leave(const fill_job& job) const noexcept
+    {
+        return stop_.stop_requested() || e_.state->paused.load() || job.closed();
+    }
+
+    // Waits for this step's turn under the rate limit. False if the worker should leave.
+    bool wait_turn(const fill_job& job, std::uint64_t bytes)
+    {
+        const auto now = pool_clock::now();
+        const auto turn = e_.limiter.turn(bytes, now);
+        if (turn > now) {
+            auto g = e_.state->core.observe();
+            (void)g.wait_until(stop_, turn, [&] { return should_leave(job); });
+        }
+        return !should_leave(job);
+    }
+
+    std::optional<fill_step> take_step(fill_job& job, std::uint64_t most)
+    {
+        auto g = e_.state->core.lock();
+        if (g->paused || !job.takes_steps())
+            return std::nullopt;
+        return job.take(most);
+    }
+
+    // Records a step; leaves the job if it has no step left for this worker.
+    bool record(reservoir_slot& slot, fill_job& job, const fill_step& s, int error, pool_clock::duration elapsed)
+    {
+        reservoir_counters& c = *slot.counters;
+        bool last = false;
+        {
+            auto g = e_.state->core.lock();
+            job.done(s, error);
+            c.refill_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
+                                  std::memory_order_relaxed);
+            if (error == 0) {
+                c.add(c.refill_pages, s.count);
+                c.add(c.filling_pages, s.count);
+            }
+            if (error == 0 && job.takes_steps() && !g->paused && !stop_.stop_requested())
+                return true;
+            last = job.leave(refill_hold::none);
+        }
+        if (last)
+            finish(slot, job);
+        return false;
+    }
+
+    // Phase 3: leaves @p job for @p why (and @p error); the last worker out finishes it.
+    // Returns false.
+    bool leave(reservoir_slot& slot, fill_job& job, refill_hold why, int error)
+    {
+        bool last = false;
+        {
+            auto g = e_.state->core.lock();
+            if (error != 0)
+                job.fail(error);
+            last = job.leave(why);
+        }
+        if (last)
+            finish(slot, job);
+        return false;
+    }
+
+    // The last worker out: cuts the file back to the pages done in order (nobody else uses the
+    // job now) and gives it to the reservoir.
+    void finish(reservoir_slot& slot, fill_job& job)
+    {
+        const hstate& h = slot.counters->which;
+        pool_file& file = job.file();
+        int resize_error = 0;
+        if (job.prefix() != job.goal())
+            resize_error = e_.m.files().resize(file.fd.get(), h.size, job.prefix());
+        file.pages = job.prefix();
+        pool_file dropped;
+        std::vector<pool_file> surplus;
+        std::unique_ptr<fill_job> ended;
+        {
+            auto g = e_.state->core.lock();
+            reservoir_counters& c = *slot.counters;
+            c.filling_pages.fetch_sub(job.done_pages(), std::memory_order_relaxed);
+            if (resize_error != 0) // its size and pages may disagree: it cannot be leased
+                dropped = std::move(file);
+            else
+                slot.files.add(std::move(file));
+            surplus = slot.files.shed_to(slot.target_pages); // the target fell meanwhile
+            const int error = job.error() != 0 ? job.error() : resize_error;
+            if (job.prefix() < job.goal() && error == 0 && job.last_hold() == refill_hold::none)
+                c.add(c.refills_interrupted, 1); // a stop, a pause or a lease ended it
+            const refill_hold why = error == 0 ? job.last_hold() : error == ENOSPC ? refill_hold::no_pages : refill_hold::error;
+            slot.hold(why, error, e_.options.retry_period);
+            const auto it = std::find_if(slot.jobs.begin(), slot.jobs.end(), [&](const auto& j) { return j.get() == &job; });
+            ended = std::move(*it);
+            slot.jobs.erase(it);
+        }
+        // `dropped`, `surplus` and the job close here, outside the lock: their pages go back.
+    }
+
+    pool_engine& e_;
+    std::stop_token stop_;
+    std::vector<hstate> mine_;
+    call_gate& gate_;
+};
+
+/// The body of a refill worker thread of @p context's node: binds its memory to the node and
+/// refills @p mine until stopped. A worker that cannot bind does not refill (its pages could
+/// land elsewhere): it reports the failure and holds its reservoirs as failing.
+inline void run_refill_worker(pool_engine& e, worker_group& group, worker_context& context, std::vector<hstate> mine)
+{
+    int error = 0;
+    const auto binding = e.m.files().bind_calling_thread(context.node(), error);
+    if (!binding) {
+        context.report(binding_failure(context.node(), error));
+        {
+            auto g = e.state->core.lock();
+            for (const hstate& h : mine)
+                g->slots.at(h).counters->record_hold(refill_hold::error, error);
+        }
+        context.started();
+        auto g = e.state->core.observe();
+        (void)g.wait(context.stop(), [] { return false; });
+        return;
+    }
+    call_gate gate;
+    const auto enrolment = group.enrol(gate);
+    context.started();
+    refill_worker(e, context, std::move(mine), gate).run();
+}
+
+} // namespace hugezero::detail
+
+#endif

@@ -1,0 +1,186 @@
+/// @file
+/// @brief hugezero::hugetlb_files: the hugetlb file operations the stock-kernel pool makes (its
+/// seam to the kernel), and kernel_hugetlb_files, the real kernel's.
+#ifndef HUGEZERO_HUGETLB_FILES_HPP
+#define HUGEZERO_HUGETLB_FILES_HPP
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <sys/mman.h>
+
+#include <hugezero/detail/hugetlb_file.hpp>
+#include <hugezero/node_id.hpp>
+#include <hugezero/page_size.hpp>
+
+namespace hugezero {
+
+/// How many pages a file holds, or why that could not be found out.
+struct file_pages {
+    std::uint64_t pages = 0; ///< The pages, also those past the file's end.
+    int error = 0;           ///< 0, or the errno.
+};
+
+/// A binding of the calling thread's new pages to one node, undone when it is destroyed (in
+/// the thread that made it).
+class memory_binding {
+public:
+    virtual ~memory_binding() = default;
+};
+
+/// A shared mapping of (the start of) a hugetlb file, through which one thread faults pages in
+/// as for a write, writing nothing: the kernel allocates and zeroes each missing page as
+/// fallocate() does, but faults on one file only take a per-page mutex, so threads populating
+/// different pages of one file, each through its own window, run in parallel (fallocate()s on
+/// one file hold its inode lock, and run one after the other). The file is unmapped when the
+/// window is destroyed; mapping it once for many calls keeps the process's memory-map lock,
+/// which mapping and unmapping take exclusively, out of the others' way.
+class populate_window {
+public:
+    virtual ~populate_window() = default;
+    /// Faults pages [@p first, @p first + @p count) in. Not interrupted by signals. 0, or the
+    /// errno: `ENOSPC` (no free page; the pages done stay), `ENOMEM`.
+    virtual int populate(std::uint64_t first, std::uint64_t count) noexcept = 0;
+};
+
+/// The operations on hugetlb files that hugezero::pool makes: a seam between the pool and the
+/// kernel, so that the pool also runs on the simulated kernel (sim::hugetlb_files), where every
+/// call can be made to fail. A backend says which one goes with its counters
+/// (backend::files()).
+///
+/// Files are named by descriptors the caller owns. Every operation returns its errno as a
+/// value, never through `errno`, and never throws.
+///
+/// @par Thread safety
+/// Every member may be called from any thread, also on one file at once.
+class hugetlb_files {
+public:
+    virtual ~hugetlb_files() = default;
+
+    /// A new, empty hugetlb file for pages of @p page, named @p name (shown in
+    /// `/proc/<pid>/maps`): a descriptor the caller owns (`O_CLOEXEC`), or -errno.
+    virtual int create(const std::string& name, page_size page) noexcept = 0;
+
+    /// Allocates pages [@p first, @p first + @p count) as fallocate() does: the kernel takes
+    /// each missing page from the free pool of the calling thread's node and zeroes it in this
+    /// thread; the file's size grows to cover the range on success. Calls on one file run one at
+    /// a time (the inode lock). 0, or the errno: `ENOSPC` (no free page), `EINTR` (a signal);
+    /// either way the pages done stay, past the file's end.
+    virtual int allocate(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept = 0;
+
+    /// A window on the first @p pages pages of the file (its size must cover them), through
+    /// which the calling thread faults pages in; null, with @p error set, if it cannot be made.
+    virtual std::unique_ptr<populate_window> window(int fd, page_size page, std::uint64_t pages, int& error) noexcept = 0;
+
+    /// Sets the file's size to @p pages: pages past it go back to the kernel; growing adds
+    /// none. 0 or the errno.
+    virtual int resize(int fd, page_size page, std::uint64_t pages) noexcept = 0;
+
+    /// How many pages the file holds, including pages past its end.
+    virtual file_pages pages_in(int fd, page_size page) noexcept = 0;
+
+    /// Binds the calling thread's new pages to @p node until the result is destroyed. On
+    /// failure returns null and sets @p error.
+    virtual std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) = 0;
+};
+
+/// The real kernel's hugetlb files: memfd_create(MFD_HUGETLB), fallocate(), mmap +
+/// `MADV_POPULATE_WRITE` (fallocate() where the kernel lacks it, before 5.14), ftruncate(),
+/// fstat(), set_mempolicy().
+class kernel_hugetlb_files final : public hugetlb_files {
+public:
+    /// The one instance every real backend shares.
+    static std::shared_ptr<hugetlb_files> instance()
+    {
+        static const std::shared_ptr<hugetlb_files> files = std::make_shared<kernel_hugetlb_files>();
+        return files;
+    }
+
+    int create(const std::string& name, page_size page) noexcept override
+    {
+        int error = 0;
+        detail::unique_fd fd = detail::create_hugetlb_memfd(name, page, error);
+        return fd ? fd.release() : -error;
+    }
+    int allocate(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept override
+    {
+        return detail::allocate_pages(fd, page, first, count);
+    }
+    std::unique_ptr<populate_window> window(int fd, page_size page, std::uint64_t pages, int& error) noexcept override
+    {
+        error = 0;
+        try {
+            if (!detail::populate_write_supported()) // before Linux 5.14: fallocate(), one at a time
+                return std::make_unique<allocating_window>(fd, page);
+            auto mapped = std::make_unique<mapped_window>(fd, page, pages);
+            if (mapped->start == MAP_FAILED) {
+                error = mapped->error;
+                return nullptr;
+            }
+            return mapped;
+        } catch (...) {
+            error = ENOMEM;
+            return nullptr;
+        }
+    }
+    int resize(int fd, page_size page, std::uint64_t pages) noexcept override
+    {
+        return detail::resize_file(fd, page, pages);
+    }
+    file_pages pages_in(int fd, page_size page) noexcept override
+    {
+        const auto [pages, error] = detail::pages_in_file(fd, page);
+        return {pages, error};
+    }
+    std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) override
+    {
+        auto binding = std::make_unique<scoped>(node);
+        error = binding->binding.error();
+        if (error != 0)
+            return nullptr;
+        return binding;
+    }
+
+private:
+    struct mapped_window final : populate_window {
+        mapped_window(int fd, page_size p, std::uint64_t pages)
+            : page(p), length(pages * p.bytes()),
+              start(::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)),
+              error(start == MAP_FAILED ? errno : 0)
+        {
+        }
+        ~mapped_window() override
+        {
+            if (start != MAP_FAILED)
+                ::munmap(start, length);
+        }
+        int populate(std::uint64_t first, std::uint64_t count) noexcept override
+        {
+            return detail::populate_range(static_cast<std::byte*>(start) + first * page.bytes(), count * page.bytes());
+        }
+        page_size page;
+        std::size_t length;
+        void* start;
+        int error;
+    };
+    struct allocating_window final : populate_window {
+        allocating_window(int f, page_size p) : fd(f), page(p) {}
+        int populate(std::uint64_t first, std::uint64_t count) noexcept override
+        {
+            return detail::allocate_pages(fd, page, first, count);
+        }
+        int fd;
+        page_size page;
+    };
+    struct scoped final : memory_binding {
+        explicit scoped(node_id node) : binding(node) {}
+        detail::scoped_memory_binding binding;
+    };
+};
+
+} // namespace hugezero
+
+#endif

@@ -1,0 +1,71 @@
+/// @file
+/// @brief hugezero::pool_options and hugezero::reservoir_options: what a pool keeps ready, and how
+/// it refills.
+#ifndef HUGEZERO_POOL_OPTIONS_HPP
+#define HUGEZERO_POOL_OPTIONS_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include <hugezero/hstate.hpp>
+#include <hugezero/thread_settings.hpp>
+
+namespace hugezero {
+
+/// What one reservoir (one node and page size) keeps ready.
+struct reservoir_options {
+    /// The node and page size.
+    hstate which{node_id(0), page_2mib};
+    /// How much memory to keep allocated and zeroed, in bytes, rounded up to whole pages.
+    std::uint64_t target_bytes = 0;
+    /// The size of each reservoir file, rounded up to whole pages; 0 means target_bytes (one
+    /// file holds the whole reservoir).
+    ///
+    /// A lease is one file, and pages cannot move between files: a lease is served warm only up
+    /// to the size of the largest ready file. Set it to the size of the VMs you start (a lease
+    /// of exactly a file's size is a hand-over of microseconds) or leave it at the target (any
+    /// lease up to the target is warm; a smaller one gives the excess pages back to the kernel).
+    /// Either way every refill worker of the node helps fill the file being filled.
+    std::uint64_t chunk_bytes = 0;
+    /// Free huge pages of this size the pool always leaves on the node, for everyone else:
+    /// neither the refill nor an acquire() takes the node below it.
+    std::uint64_t floor_pages = 0;
+};
+
+/// How a pool runs.
+struct pool_options {
+    /// The reservoirs to keep filled; each hstate at most once. Hstates not listed can still be
+    /// leased: every page is then allocated on the spot (cold).
+    std::vector<reservoir_options> reservoirs;
+    /// Refill workers per node with a listed reservoir; 0 means one per CPU of the node. They
+    /// share the file being filled, page range by page range, so two fill it about twice as
+    /// fast as one where the machine's memory bandwidth allows.
+    unsigned workers_per_node = 1;
+    /// The most the whole pool refills per second, in bytes; 0 means no limit.
+    std::uint64_t refill_bytes_per_second = 0;
+    /// The most one refill step allocates, rounded down to whole pages (at least one page: a
+    /// 1 GiB page is one step). The floor and the rate limit apply per step, and stop(),
+    /// pause() and a lease that wants the file take effect between steps: a step runs to its
+    /// end (about 0.7 ms for the default 16 MiB of 2 MiB pages here, one page's zeroing for
+    /// 1 GiB pages). Default 16 MiB.
+    std::uint64_t batch_bytes = std::uint64_t{16} << 20;
+    /// Worker placement and charging. Without `cpus`, workers are pinned to their node's CPUs.
+    /// Their memory is always bound to their node (that is what puts the pages there), so
+    /// `memory_node` is ignored.
+    thread_settings thread;
+    /// How long a refill that was held (floor, no free pages, an error) waits before it looks
+    /// again. Releasing a lease on the node ends the wait at once.
+    std::chrono::nanoseconds retry_period = std::chrono::milliseconds(500);
+    /// After each acquire(), the whole pool refills nothing for this long (steps in progress
+    /// end first): the VM that took the lease is starting, and a refill running meanwhile slows
+    /// its start down a lot, not only through memory bandwidth: while the kernel zeroes a page
+    /// for the refill it holds one of its few global hugetlb fault mutexes, which the VM's own
+    /// page faults and populate() need too (measured here: populating a 512 MiB lease took
+    /// 0.3 ms with the pool quiet, 3-40 ms with a refill running). 0 disables it.
+    std::chrono::nanoseconds quiet_after_lease = std::chrono::milliseconds(500);
+};
+
+} // namespace hugezero
+
+#endif
