@@ -167,6 +167,34 @@ TEST_SUITE("fd_passing")
         }
     }
 
+    TEST_CASE("receive_lease checks what the fd can tell: every page allocated, a node this process can use")
+    {
+        // A hugetlb memfd with a size but no page: no huge page is needed to make one.
+        hugezero::detail::unique_fd empty(::memfd_create("hugezero-test", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB));
+        HUGEZERO_SKIP_IF(!empty, "this kernel cannot make hugetlb memfds of 2 MiB pages");
+        REQUIRE(::ftruncate(empty.get(), static_cast<off_t>(4 * (2_MiB).bytes())) == 0);
+        socket_pair sockets(SOCK_SEQPACKET);
+        std::string why;
+        SUBCASE("no page allocated")
+        {
+            hugezero::send_fd(sockets.left.get(), empty.get(), "hugezero-lease 1 node=0 page_kib=2048 pages=4 cold=0");
+            why = "the file has 0 of its 4 pages allocated: a lease has all of them";
+        }
+        SUBCASE("a node this machine does not have")
+        {
+            hugezero::send_fd(sockets.left.get(), empty.get(), "hugezero-lease 1 node=7 page_kib=2048 pages=4 cold=0");
+            why = "node 7 is not a node this process can use";
+        }
+        try {
+            (void)hugezero::receive_lease(sockets.right.get());
+            FAIL("no exception");
+        } catch (const std::system_error& e) {
+            CHECK(e.code().value() == EBADMSG);
+            INFO(e.what());
+            CHECK(std::string(e.what()).find(why) != std::string::npos);
+        }
+    }
+
     TEST_CASE("payloads beyond the limit are refused")
     {
         socket_pair sockets(SOCK_SEQPACKET);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <future>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -246,5 +247,24 @@ TEST_SUITE("zeroing")
         sigset_t after;
         REQUIRE(::pthread_sigmask(SIG_SETMASK, &before, &after) == 0);
         CHECK(sigismember(&after, SIGURG) == 1);
+    }
+
+    TEST_CASE("the ledger reads the counter for an uncertain write without holding its mutex")
+    {
+        // A sysfs read can be slow: other writers must be able to take tickets meanwhile. The
+        // reading is made from inside settle(); a ticket taken from another thread then must
+        // not wait for it (with the mutex held it would wait until settle() returned).
+        hugezero::detail::hstate_ledger ledger;
+        const std::uint64_t claimed = ledger.claim(10, ledger.ticket(), 4);
+        REQUIRE(claimed == 4);
+        bool ticket_in_time = false;
+        const std::uint64_t credited = ledger.settle(claimed, std::nullopt, [&] {
+            auto other = std::async(std::launch::async, [&] { return ledger.ticket(); });
+            ticket_in_time = other.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+            return std::uint64_t{7}; // 3 pages went: the uncertain write did them
+        });
+        CHECK(ticket_in_time);
+        CHECK(credited == 3);
+        CHECK(ledger.claim(7, ledger.ticket(), 7) == 7); // and claims go on afterwards
     }
 }

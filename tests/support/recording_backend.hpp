@@ -11,7 +11,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <stdexcept>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <sched.h>
@@ -49,9 +51,52 @@ public:
         return writes_;
     }
 
-    std::string read(std::string_view path) override { return inner_->read(path); }
+    // The paths read so far, in order, and a way to start counting afresh.
+    [[nodiscard]] std::vector<std::string> reads() const
+    {
+        const std::lock_guard lock(mutex_);
+        return reads_;
+    }
+    void clear_reads()
+    {
+        const std::lock_guard lock(mutex_);
+        reads_.clear();
+    }
+
+    // The next @p times watches' rearm() throw a std::runtime_error, as an unexpected failure
+    // inside the watcher would: the watcher's thread ends.
+    void break_watches(unsigned times)
+    {
+        const std::lock_guard lock(mutex_);
+        broken_rearms_ = times;
+    }
+    // The next @p times open_watch() calls fail with EIO.
+    void fail_watch_opens(unsigned times)
+    {
+        const std::lock_guard lock(mutex_);
+        failed_watch_opens_ = times;
+    }
+
+    std::string read(std::string_view path) override
+    {
+        {
+            const std::lock_guard lock(mutex_);
+            reads_.emplace_back(path);
+        }
+        return inner_->read(path);
+    }
     std::optional<std::vector<std::string>> list(std::string_view path) override { return inner_->list(path); }
-    std::unique_ptr<attribute_watch> open_watch(std::string_view path) override { return inner_->open_watch(path); }
+    std::unique_ptr<attribute_watch> open_watch(std::string_view path) override
+    {
+        {
+            const std::lock_guard lock(mutex_);
+            if (failed_watch_opens_ > 0) {
+                --failed_watch_opens_;
+                throw std::system_error(EIO, std::system_category(), "open for watching " + display_path(path));
+            }
+        }
+        return std::make_unique<watch>(*this, inner_->open_watch(path));
+    }
     [[nodiscard]] std::string display_path(std::string_view path) const override { return inner_->display_path(path); }
     [[nodiscard]] std::shared_ptr<hugetlb_files> files() const override { return inner_->files(); }
     std::unique_ptr<attribute_writer> open_writer(std::string_view path) override
@@ -60,6 +105,28 @@ public:
     }
 
 private:
+    class watch final : public attribute_watch {
+    public:
+        watch(recording_backend& owner, std::unique_ptr<attribute_watch> inner) : owner_(owner), inner_(std::move(inner)) {}
+        [[nodiscard]] int fd() const noexcept override { return inner_->fd(); }
+        [[nodiscard]] std::uint32_t events() const noexcept override { return inner_->events(); }
+        std::string rearm() override
+        {
+            {
+                const std::lock_guard lock(owner_.mutex_);
+                if (owner_.broken_rearms_ > 0) {
+                    --owner_.broken_rearms_;
+                    throw std::runtime_error("recording_backend: a watch broken on purpose");
+                }
+            }
+            return inner_->rearm();
+        }
+
+    private:
+        recording_backend& owner_;
+        std::unique_ptr<attribute_watch> inner_;
+    };
+
     class writer final : public attribute_writer {
     public:
         writer(recording_backend& owner, std::string path, std::unique_ptr<attribute_writer> inner)
@@ -93,6 +160,9 @@ private:
     mutable std::mutex mutex_;
     std::function<void(std::string_view, std::string_view)> hook_;
     std::vector<write_record> writes_;
+    std::vector<std::string> reads_;
+    unsigned broken_rearms_ = 0;
+    unsigned failed_watch_opens_ = 0;
 };
 
 } // namespace hugezero::test

@@ -94,6 +94,8 @@ struct file_statistics {
     unsigned most_pages_zeroing_in_one_file = 0;
     /// The most file pages the kernel was zeroing at the same moment, in any files.
     unsigned most_pages_zeroing = 0;
+    /// File pages the kernel is zeroing right now.
+    unsigned pages_zeroing_now = 0;
 };
 
 /// Pages of one hstate by state. Every page is in exactly one state.
@@ -609,6 +611,7 @@ public:
         reap_locked();
         file_statistics s = file_stats_;
         s.files_open = files_.size();
+        s.pages_zeroing_now = file_pages_zeroing_;
         s.pages_in_files = 0;
         for (const auto& [key, f] : files_)
             s.pages_in_files += f->pages.size();
