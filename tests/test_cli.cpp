@@ -374,6 +374,49 @@ TEST_SUITE("cli")
     }
 #endif
 
+#ifdef HUGEZERO_TEST_EMULATOR
+    TEST_CASE("an error the service retries does not end the run: exit 0, and a warning")
+    {
+        // Before, any error count ended the run with exit 1, though the service would have
+        // retried the write after its back-off and zeroed everything.
+        const machine_source source({"--sim-nodes", "1", "--sim-pages", "1G=0"});
+        const hugezero::hstate node0_2m{hugezero::node_id(0), hugezero::page_2mib};
+        source.kernel()->fail_next(hugezero::detail::paths::join(hugezero::detail::paths::node_hstate_dir(node0_2m),
+                                                                 "zeroable_hugepages"),
+                                   hugezero::sim::operation::write, EIO, 1);
+        const auto r = run_process(source.command({"--json"}));
+        INFO(r.err);
+        CHECK(r.exit_code == 0);
+        const auto j = json::parse(r.out);
+        CHECK(j["status"].as_string() == "complete");
+        const auto& hstate = j["hstates"].as_array().at(0);
+        CHECK(hstate["errors"].as_u64() == 1);
+        CHECK(hstate["zeroable_after"].as_u64() == 0);
+        CHECK(contains(r.err, "warning: node0/2MiB: 1 error, retried (last: Input/output error)"));
+        check_run_json(j);
+        source.check_against_kernel(j);
+    }
+#endif
+
+    TEST_CASE("workers that cannot start exit 1 with status error, not 2")
+    {
+        // SIGURG ignored by whoever started the program (the disposition survives exec): the
+        // service refuses to take the signal over, and start() fails with EBUSY.
+        const machine_source source({"--sim-nodes", "1"});
+        std::vector<std::string> argv{"/bin/sh", "-c", "trap '' URG; exec \"$@\"", "sh"};
+        for (const auto& arg : source.command({"--json"}))
+            argv.push_back(arg);
+        const auto r = run_process(argv);
+        INFO(r.err);
+        CHECK(r.exit_code == 1);
+        const auto j = json::parse(r.out);
+        CHECK(j["status"].as_string() == "error");
+        CHECK(contains(j["error"].as_string(), "cannot start the pre-zeroing workers"));
+        CHECK(contains(j["error"].as_string(), "SIGURG"));
+        CHECK(j["pages_zeroed"].as_u64() == 0);
+        check_run_json(j);
+    }
+
     TEST_CASE("SIGINT cancels every worker: exit 130 within 300 ms, JSON status cancelled, counts consistent")
     {
         const machine_source source({"--sim-pages", "1G=40", "--sim-page-cost", "1G=100ms"});

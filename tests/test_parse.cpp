@@ -13,7 +13,7 @@
 #include <hugezero/error.hpp>
 
 using namespace hugezero::literals;
-using hugezero::detail::id_range;
+using hugezero::id_range;
 using hugezero::detail::parse_counter;
 using hugezero::detail::parse_hugepages_dir_name;
 using hugezero::detail::parse_range_list;

@@ -225,7 +225,7 @@ TEST_SUITE("types")
         CHECK(set.contains(23));
         CHECK_FALSE(set.contains(24));
         CHECK(cpu_set::parse("1-3,6").cpus() == std::vector<unsigned>{1, 2, 3, 6});
-        CHECK(set.ranges() == std::vector<hugezero::detail::id_range>{{0, 7}, {16, 23}});
+        CHECK(set.ranges() == std::vector<hugezero::id_range>{{0, 7}, {16, 23}});
         // The largest id does not wrap around while listing.
         CHECK(cpu_set::parse("1048574-1048575").cpus() == std::vector<unsigned>{1048574, 1048575});
     }

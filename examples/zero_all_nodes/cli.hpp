@@ -13,8 +13,9 @@
 #include <string_view>
 #include <vector>
 
-#include <hugezero/cpu_set.hpp>
-#include <hugezero/detail/parse.hpp>
+#include <charconv>
+
+#include <hugezero/node_id.hpp>
 #include <hugezero/page_size.hpp>
 #include <hugezero/sim/builder.hpp>
 
@@ -70,7 +71,7 @@ struct options {
         {hugezero::page_2mib, std::chrono::microseconds(150)}, {hugezero::page_1gib, std::chrono::milliseconds(70)}};
     bool sim_options_given = false;
     std::optional<std::string> sysfs_root;
-    std::optional<std::vector<unsigned>> nodes;
+    std::optional<std::vector<hugezero::node_id>> nodes;
     std::optional<hugezero::page_size> page_size;
     std::optional<unsigned> threads_per_node;
     bool dry_run = false;
@@ -79,6 +80,19 @@ struct options {
     bool help = false;
 };
 
+/// Parses a decimal number: digits only (no sign, no space), no overflow. Empty otherwise.
+inline std::optional<std::uint64_t> parse_number(std::string_view text)
+{
+    std::uint64_t value = 0;
+    const char* end = text.data() + text.size();
+    if (text.empty() || text.front() < '0' || text.front() > '9')
+        return std::nullopt;
+    const auto [stop, error] = std::from_chars(text.data(), end, value);
+    if (error != std::errc() || stop != end)
+        return std::nullopt;
+    return value;
+}
+
 /// Parses a duration such as `150us`, `70ms`, `1s`, `500ns`, `2min`.
 /// @throws std::invalid_argument describing what is wrong.
 inline std::chrono::nanoseconds parse_duration(std::string_view text)
@@ -86,7 +100,7 @@ inline std::chrono::nanoseconds parse_duration(std::string_view text)
     std::size_t digits = 0;
     while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
         ++digits;
-    const auto value = hugezero::detail::parse_decimal(text.substr(0, digits));
+    const auto value = parse_number(text.substr(0, digits));
     if (!value)
         throw std::invalid_argument("expected a number followed by a unit such as 150us, 70ms or 1s");
     const std::string_view unit = text.substr(digits);
@@ -124,7 +138,7 @@ inline std::pair<hugezero::page_size, std::string_view> parse_size_assignment(st
 /// Parses an unsigned number in [min, max].
 inline unsigned parse_count(std::string_view text, unsigned min, unsigned max)
 {
-    const auto value = hugezero::detail::parse_decimal(text);
+    const auto value = parse_number(text);
     if (!value)
         throw std::invalid_argument("expected a decimal number");
     if (*value < min || *value > max)
@@ -200,7 +214,7 @@ inline options parse_arguments(const std::vector<std::string>& args)
             const std::string v = value();
             try {
                 const auto [size, count] = parse_size_assignment(v);
-                const auto pages = hugezero::detail::parse_decimal(count);
+                const auto pages = parse_number(count);
                 if (!pages || *pages > (std::uint64_t{1} << 32))
                     throw std::invalid_argument("COUNT must be a number of pages up to 4294967296");
                 if (*pages == 0)
@@ -226,12 +240,12 @@ inline options parse_arguments(const std::vector<std::string>& args)
                 throw fail(name, "", "the directory must not be empty");
         } else if (name == "--node") {
             const std::string v = value();
-            const auto parsed = hugezero::detail::parse_range_list(v, false);
-            if (!parsed)
-                throw fail(name, v, parsed.reason());
-            if (parsed.value().empty())
-                throw fail(name, v, "the list is empty");
-            o.nodes = hugezero::cpu_set::from_ranges(parsed.value()).cpus();
+            try {
+                o.nodes = hugezero::parse_node_list(v);
+            } catch (const std::invalid_argument& e) {
+                const std::string why = e.what();
+                throw fail(name, v, why.substr(why.find("\": ") + 3));
+            }
         } else if (name == "--page-size") {
             const std::string v = value();
             try {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <hugezero/detail/parse.hpp>
+#include <hugezero/id_range.hpp>
 
 namespace hugezero {
 
@@ -47,7 +48,7 @@ public:
     }
 
     /// The set made of already-parsed ranges.
-    static cpu_set from_ranges(std::vector<detail::id_range> ranges)
+    static cpu_set from_ranges(std::vector<id_range> ranges)
     {
         cpu_set set;
         set.ranges_ = std::move(ranges);
@@ -87,12 +88,12 @@ public:
         return out;
     }
     /// The sorted, merged ranges.
-    [[nodiscard]] const std::vector<detail::id_range>& ranges() const noexcept { return ranges_; }
+    [[nodiscard]] const std::vector<id_range>& ranges() const noexcept { return ranges_; }
 
     /// The CPUs in both sets.
     [[nodiscard]] cpu_set operator&(const cpu_set& other) const
     {
-        std::vector<detail::id_range> out;
+        std::vector<id_range> out;
         for (const auto& a : ranges_)
             for (const auto& b : other.ranges_) {
                 const unsigned first = std::max(a.first, b.first);
@@ -122,7 +123,7 @@ public:
 private:
     void normalise() { ranges_ = detail::normalise_ranges(std::move(ranges_)); }
 
-    std::vector<detail::id_range> ranges_;
+    std::vector<id_range> ranges_;
 };
 
 /// The set as a range list, e.g. `"0-7,16-23"`.

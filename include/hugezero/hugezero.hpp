@@ -14,6 +14,7 @@
 #include <hugezero/cpu_set.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
+#include <hugezero/id_range.hpp>
 #include <hugezero/node_id.hpp>
 #include <hugezero/page_size.hpp>
 

@@ -7,6 +7,12 @@
 #include <cstddef>
 #include <functional>
 #include <ostream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <hugezero/detail/parse.hpp>
 
 namespace hugezero {
 
@@ -34,6 +40,30 @@ public:
 private:
     unsigned number_;
 };
+
+/// The node's name, `node<N>`.
+inline std::string to_string(node_id node) { return "node" + std::to_string(node.value()); }
+
+/// Parses a node list in the kernel's range-list form, such as `0,2-3` (as in
+/// `/sys/devices/system/node/online`, without its newline): the nodes, in increasing order,
+/// each once.
+/// @throws std::invalid_argument naming @p list and what is wrong with it (also when empty).
+inline std::vector<node_id> parse_node_list(std::string_view list)
+{
+    auto parsed = detail::parse_range_list(list, false);
+    if (!parsed)
+        throw std::invalid_argument("hugezero: invalid node list \"" + std::string(list) + "\": " + parsed.reason());
+    std::vector<node_id> nodes;
+    for (const id_range& r : detail::normalise_ranges(std::move(parsed).value()))
+        for (unsigned n = r.first;; ++n) {
+            nodes.emplace_back(n);
+            if (n == r.last)
+                break;
+        }
+    if (nodes.empty())
+        throw std::invalid_argument("hugezero: invalid node list \"" + std::string(list) + "\": the list is empty");
+    return nodes;
+}
 
 } // namespace hugezero
 

@@ -76,7 +76,7 @@ inline cpu_set current_affinity()
                 continue;
             throw std::system_error(error, std::system_category(), "hugezero: sched_getaffinity");
         }
-        std::vector<detail::id_range> ranges;
+        std::vector<id_range> ranges;
         for (unsigned cpu = 0; cpu < cpus; ++cpu)
             if (CPU_ISSET_S(cpu, bytes, mask))
                 ranges.push_back({cpu, cpu});

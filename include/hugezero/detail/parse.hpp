@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include <hugezero/id_range.hpp>
 #include <hugezero/page_size.hpp>
 
 namespace hugezero::detail {
@@ -79,12 +80,8 @@ inline parsed<std::uint64_t> parse_counter(std::string_view text)
     return result::failure("the count does not fit in 64 bits");
 }
 
-/// An inclusive range of ids in a range list.
-struct id_range {
-    unsigned first; ///< First id in the range.
-    unsigned last;  ///< Last id in the range (inclusive).
-    friend bool operator==(const id_range&, const id_range&) = default;
-};
+/// Range lists parse into public id_range values.
+using hugezero::id_range;
 
 /// Sorts ranges and merges those that overlap or touch: the canonical form of a range list.
 inline std::vector<id_range> normalise_ranges(std::vector<id_range> ranges)

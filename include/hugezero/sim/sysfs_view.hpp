@@ -328,7 +328,7 @@ private:
 
     cpu_set online_nodes(bool need_memory, bool need_cpu) const
     {
-        std::vector<detail::id_range> ids;
+        std::vector<id_range> ids;
         for (const node_id n : kernel_->nodes()) {
             const auto& cfg = kernel_->node(n);
             if (kernel_->online(n) && (!need_memory || cfg.has_memory) && (!need_cpu || !cfg.cpus.empty()))
@@ -339,7 +339,7 @@ private:
 
     cpu_set all_cpus() const
     {
-        std::vector<detail::id_range> ranges;
+        std::vector<id_range> ranges;
         for (const node_id n : kernel_->nodes())
             for (const auto& r : kernel_->node(n).cpus.ranges())
                 ranges.push_back(r);
@@ -460,7 +460,7 @@ private:
 
     cpu_set possible_nodes() const
     {
-        std::vector<detail::id_range> ids;
+        std::vector<id_range> ids;
         for (const node_id n : kernel_->nodes())
             ids.push_back({n.value(), n.value()});
         return cpu_set::from_ranges(std::move(ids));
