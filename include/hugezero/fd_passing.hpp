@@ -110,6 +110,66 @@ inline void close_received_fds(msghdr& message) noexcept
     }
 }
 
+/// The one fd that @p message (received on @p socket) carried, in one `SCM_RIGHTS` message.
+/// @throws std::system_error (`EBADMSG`, `EMSGSIZE`) for any other shape, closing what came.
+inline unique_fd take_the_fd(msghdr& message, int socket)
+{
+    int fd = -1;
+    std::size_t fds = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            fds += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        }
+    const auto reject = [&](int error, const std::string& why) {
+        close_received_fds(message);
+        return system_error(error, "receive_fd on socket " + std::to_string(socket) + ": " + why);
+    };
+    if ((message.msg_flags & MSG_CTRUNC) != 0)
+        throw reject(EBADMSG, "more fds came than one message may carry");
+    if (fds != 1)
+        throw reject(EBADMSG, "expected a message with one fd (sent by send_fd), got " + std::to_string(fds) + " fds");
+    if ((message.msg_flags & MSG_TRUNC) != 0)
+        throw reject(EMSGSIZE, "the message was longer than a send_fd() message can be");
+    return unique_fd(fd);
+}
+
+/// Completes the frame whose first @p got bytes are in @p buffer (a stream may deliver the
+/// header in pieces, and always leaves the payload to read) and checks it.
+/// @return the payload's length. @throws std::system_error (`EBADMSG`) for a malformed frame.
+inline std::uint32_t complete_frame(int socket, bool stream, std::vector<char>& buffer, std::size_t got)
+{
+    const std::string where = "receive_fd on socket " + std::to_string(socket);
+    const auto read_more = [&](std::size_t want) {
+        while (got < want) {
+            const ssize_t more = ::recv(socket, buffer.data() + got, want - got, 0);
+            if (more < 0 && errno == EINTR)
+                continue;
+            if (more < 0)
+                throw errno_error("receive_fd: recv on socket " + std::to_string(socket));
+            if (more == 0)
+                throw system_error(EBADMSG, where + ": the peer closed the connection in the middle of a message");
+            got += static_cast<std::size_t>(more);
+        }
+    };
+    if (stream)
+        read_more(fd_header_bytes);
+    if (got < fd_header_bytes)
+        throw system_error(EBADMSG, where + ": a message of " + std::to_string(got) + " bytes is too short to be from send_fd()");
+    std::uint32_t length = 0;
+    for (std::size_t i = 0; i < fd_header_bytes; ++i)
+        length |= static_cast<std::uint32_t>(static_cast<unsigned char>(buffer[i])) << (8 * i);
+    if (length > max_fd_payload)
+        throw system_error(EBADMSG, where + ": payload length " + std::to_string(length) + " exceeds the limit of "
+                                        + std::to_string(max_fd_payload));
+    if (stream)
+        read_more(fd_header_bytes + length);
+    if (got != fd_header_bytes + length)
+        throw system_error(EBADMSG, where + ": the frame says " + std::to_string(length) + " payload bytes, the message has "
+                                        + std::to_string(got - fd_header_bytes));
+    return length;
+}
+
 // The leases' payload: "hugezero-lease 1 node=<n> page_kib=<k> pages=<p> cold=<c>".
 inline std::string lease_payload(const lease& l)
 {
@@ -231,59 +291,9 @@ inline std::optional<received_fd> receive_fd(int socket)
         throw detail::errno_error("receive_fd: recvmsg on socket " + std::to_string(socket));
     if (n == 0 && message.msg_controllen == 0)
         return std::nullopt;
-    // Exactly one fd, in one SCM_RIGHTS message.
-    int fd = -1;
-    std::size_t fds = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            fds += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-        }
-    const auto reject = [&](int error, const std::string& why) {
-        detail::close_received_fds(message);
-        return detail::system_error(error, "receive_fd on socket " + std::to_string(socket) + ": " + why);
-    };
-    if ((message.msg_flags & MSG_CTRUNC) != 0)
-        throw reject(EBADMSG, "more fds came than one message may carry");
-    if (fds != 1)
-        throw reject(EBADMSG, "expected a message with one fd (sent by send_fd), got " + std::to_string(fds) + " fds");
-    if ((message.msg_flags & MSG_TRUNC) != 0)
-        throw reject(EMSGSIZE, "the message was longer than a send_fd() message can be");
-    detail::unique_fd owned(fd);
-    std::size_t got = static_cast<std::size_t>(n);
-    // A stream may deliver the header in pieces, and always leaves the payload to read.
-    const auto read_more = [&](std::size_t want) {
-        while (got < want) {
-            const ssize_t more = ::recv(socket, buffer.data() + got, want - got, 0);
-            if (more < 0 && errno == EINTR)
-                continue;
-            if (more < 0)
-                throw detail::errno_error("receive_fd: recv on socket " + std::to_string(socket));
-            if (more == 0)
-                throw detail::system_error(EBADMSG, "receive_fd on socket " + std::to_string(socket)
-                                                        + ": the peer closed the connection in the middle of a message");
-            got += static_cast<std::size_t>(more);
-        }
-    };
-    if (stream)
-        read_more(detail::fd_header_bytes);
-    if (got < detail::fd_header_bytes)
-        throw detail::system_error(EBADMSG, "receive_fd on socket " + std::to_string(socket) + ": a message of "
-                                                + std::to_string(got) + " bytes is too short to be from send_fd()");
-    std::uint32_t length = 0;
-    for (std::size_t i = 0; i < detail::fd_header_bytes; ++i)
-        length |= static_cast<std::uint32_t>(static_cast<unsigned char>(buffer[i])) << (8 * i);
-    if (length > max_fd_payload)
-        throw detail::system_error(EBADMSG, "receive_fd on socket " + std::to_string(socket) + ": payload length "
-                                                + std::to_string(length) + " exceeds the limit of "
-                                                + std::to_string(max_fd_payload));
-    if (stream)
-        read_more(detail::fd_header_bytes + length);
-    if (got != detail::fd_header_bytes + length)
-        throw detail::system_error(EBADMSG, "receive_fd on socket " + std::to_string(socket) + ": the frame says "
-                                                + std::to_string(length) + " payload bytes, the message has "
-                                                + std::to_string(got - detail::fd_header_bytes));
-    return received_fd(owned.release(), std::string(buffer.data() + detail::fd_header_bytes, length));
+    detail::unique_fd fd = detail::take_the_fd(message, socket);
+    const std::uint32_t length = detail::complete_frame(socket, stream, buffer, static_cast<std::size_t>(n));
+    return received_fd(fd.release(), std::string(buffer.data() + detail::fd_header_bytes, length));
 }
 
 /// Sends lease @p l over @p socket: its fd, with its node, page size, pages and cold pages as

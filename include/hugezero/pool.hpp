@@ -103,16 +103,11 @@ public:
         const std::lock_guard lock(control_);
         if (workers_.running())
             throw std::logic_error("hugezero: pool::start() called on a running pool");
-        std::vector<detail::worker_spec> specs;
-        for (const node_id node : nodes())
-            specs.insert(specs.end(), detail::workers_for_node(e_.m, node, e_.options.workers_per_node),
-                         {node, detail::settings_for_node(e_.m, node, e_.options.thread)});
-        for (auto& spec : specs)
-            spec.settings.memory_node.reset(); // the worker binds itself, through machine::files()
         workers_.start(
-            specs, [this](detail::worker_context& c) { detail::run_refill_worker(e_, workers_, c, reservoirs_of(c.node())); },
+            e_.worker_specs(listed_),
+            [this](detail::worker_context& c) { detail::run_refill_worker(e_, workers_, c, e_.reservoirs_of(listed_, c.node())); },
             [this](node_id node, std::exception_ptr) { // never expected: count it, never terminate
-                for (const hstate& h : reservoirs_of(node))
+                for (const hstate& h : e_.reservoirs_of(listed_, node))
                     e_.state->counters.at(h)->record_error(EIO);
             });
         e_.state->running.store(true);
@@ -205,22 +200,9 @@ public:
     /// get there: not running, paused, or a reservoir held (floor, no free pages, failing).
     bool wait_filled(std::chrono::nanoseconds timeout)
     {
-        const auto filled = [this](const detail::pool_core& core) {
-            return std::all_of(listed_.begin(), listed_.end(), [&](const hstate& h) {
-                const auto& slot = core.slots.at(h);
-                return slot.files.ready_pages() >= slot.target_pages;
-            });
-        };
-        const auto stuck = [this](const detail::pool_core& core) {
-            return !running() || core.paused || std::any_of(listed_.begin(), listed_.end(), [&](const hstate& h) {
-                       const auto& slot = core.slots.at(h);
-                       return slot.files.ready_pages() < slot.target_pages && slot.jobs.empty()
-                              && slot.counters->current_hold() != detail::refill_hold::none;
-                   });
-        };
         auto g = e_.state->core.observe();
-        (void)g.wait_for(timeout, [&] { return filled(*g) || stuck(*g); });
-        return filled(*g);
+        (void)g.wait_for(timeout, [&] { return g->filled(listed_) || !running() || g->paused || g->held(listed_); });
+        return g->filled(listed_);
     }
 
     /// A snapshot of @p h's reservoir (any hstate of the machine; one without a reservoir
@@ -267,25 +249,6 @@ private:
     static std::uint64_t pages_for(std::uint64_t bytes, page_size page) noexcept
     {
         return bytes / page.bytes() + (bytes % page.bytes() != 0 ? 1 : 0);
-    }
-
-    // The nodes with a reservoir.
-    std::vector<node_id> nodes() const
-    {
-        std::vector<node_id> out;
-        for (const hstate& h : listed_)
-            if (std::find(out.begin(), out.end(), h.node) == out.end())
-                out.push_back(h.node);
-        return out;
-    }
-
-    // @p node's reservoirs, largest pages first: a 1 GiB page saves a VM the most.
-    std::vector<hstate> reservoirs_of(node_id node) const
-    {
-        std::vector<hstate> mine;
-        std::copy_if(listed_.begin(), listed_.end(), std::back_inserter(mine), [node](const hstate& h) { return h.node == node; });
-        std::sort(mine.begin(), mine.end(), [](const hstate& a, const hstate& b) { return a.size > b.size; });
-        return mine;
     }
 
     detail::pool_engine e_;

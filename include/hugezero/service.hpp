@@ -350,7 +350,7 @@ private:
             std::mutex m;
             std::condition_variable_any backoff;
             std::unique_lock lock(m);
-            if (backoff.wait_for(lock, stop, options_.error_backoff, [] { return false; }); stop.stop_requested())
+            if (backoff.wait_until(lock, stop, detail::deadline_after(options_.error_backoff), [] { return false; }); stop.stop_requested())
                 return;
         }
     }
@@ -459,7 +459,7 @@ private:
         } catch (...) {
             counters(s.which()).record_error(EIO);
         }
-        retry_no_later_than(retry, clock::now() + options_.error_backoff);
+        retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
     }
 
     static void retry_no_later_than(std::optional<clock::time_point>& retry, clock::time_point t)
@@ -508,13 +508,13 @@ private:
                 if (++rejections < max_consecutive_rejections)
                     continue;
                 c.record_error(EINVAL);
-                retry_no_later_than(retry, clock::now() + options_.error_backoff);
+                retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
                 return;
             }
             rejections = 0;
             if (step.error != 0 && step.error != EINTR && step.error != EINVAL) {
                 c.record_error(step.error);
-                retry_no_later_than(retry, clock::now() + options_.error_backoff);
+                retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
                 return;
             }
         }

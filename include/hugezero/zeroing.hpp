@@ -16,6 +16,7 @@
 #include <stop_token>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <hugezero/backend.hpp>
@@ -273,13 +274,43 @@ private:
     std::atomic<bool> interrupted_{false};
 };
 
+/// Counts one write of a request in @p result (and @p progress). Returns the errno that ends the
+/// request with its message, or 0 to go on; @p rejections counts EINVALs in a row.
+inline std::pair<int, std::string> count_write(zeroing_result& result, const zeroing_session& session,
+                                               const zeroing_session::step& step, unsigned& rejections,
+                                               progress_counters* progress)
+{
+    // Consecutive EINVALs without progress mean the kernel rejects our requests, not a race.
+    constexpr unsigned max_consecutive_rejections = 64;
+    ++result.writes;
+    result.time_in_writes += step.duration;
+    result.pages_zeroed += step.credited;
+    result.exact = result.exact && step.exact;
+    if (progress != nullptr) {
+        progress->writes.fetch_add(1, std::memory_order_relaxed);
+        progress->pages_zeroed.fetch_add(step.credited, std::memory_order_relaxed);
+    }
+    if (step.signalled || step.error == EINTR)
+        ++result.interrupted_writes;
+    if (step.error == EINVAL && !step.signalled) {
+        ++result.rejected_writes;
+        if (++rejections == max_consecutive_rejections)
+            return {EINVAL, "write " + session.display_path() + ": the kernel rejected " + std::to_string(rejections)
+                                + " requests in a row"};
+        return {0, {}};
+    }
+    rejections = 0;
+    if (step.error != 0 && step.error != EINTR && step.error != EINVAL) // a signalled EINVAL says nothing
+        return {step.error, "write " + std::to_string(step.claimed) + " to " + session.display_path() + ": "
+                                + std::error_code(step.error, std::system_category()).message()};
+    return {0, {}};
+}
+
 /// The loop behind every request: zero @p pages pages (all zeroable ones when empty) in the
 /// calling thread until done, stopped or failed.
 inline zeroing_result run_zeroing(zeroing_session& session, std::optional<std::uint64_t> pages, std::stop_token stop,
                                   progress_counters* progress = nullptr)
 {
-    // Consecutive EINVALs without progress mean the kernel rejects our requests, not a race.
-    constexpr unsigned max_consecutive_rejections = 64;
     zeroing_result result;
     result.which = session.which();
     result.pages_asked = pages;
@@ -309,29 +340,9 @@ inline zeroing_result run_zeroing(zeroing_session& session, std::optional<std::u
                 result.status = zeroing_status::cancelled;
                 break;
             }
-            ++result.writes;
-            result.time_in_writes += step.duration;
-            result.pages_zeroed += step.credited;
-            result.exact = result.exact && step.exact;
-            if (progress != nullptr) {
-                progress->writes.fetch_add(1, std::memory_order_relaxed);
-                progress->pages_zeroed.fetch_add(step.credited, std::memory_order_relaxed);
-            }
-            if (step.signalled || step.error == EINTR)
-                ++result.interrupted_writes;
-            if (step.error == EINVAL && !step.signalled) {
-                ++result.rejected_writes;
-                if (++rejections == max_consecutive_rejections) {
-                    fail(EINVAL, "write " + session.display_path() + ": the kernel rejected "
-                                     + std::to_string(rejections) + " requests in a row");
-                    break;
-                }
-            } else if (step.error != 0 && step.error != EINTR && step.error != EINVAL) {
-                fail(step.error, "write " + std::to_string(step.claimed) + " to " + session.display_path() + ": "
-                                     + std::error_code(step.error, std::system_category()).message());
+            if (auto [error, message] = count_write(result, session, step, rejections, progress); error != 0) {
+                fail(error, std::move(message));
                 break;
-            } else {
-                rejections = 0;
             }
             zeroable = result.zeroable_after = session.read_zeroable();
         }

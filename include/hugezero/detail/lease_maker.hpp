@@ -14,6 +14,7 @@
 #include <utility>
 
 #include <hugezero/acquire_result.hpp>
+#include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/pool_messages.hpp>
 #include <hugezero/detail/pool_state.hpp>
 #include <hugezero/lease.hpp>
@@ -80,7 +81,7 @@ private:
         reservoir_slot& mine = slot(*g);
         const bool quiet = e_.options.quiet_after_lease > std::chrono::nanoseconds::zero();
         if (quiet) {
-            e_.state->quiet.extend(pool_clock::now() + e_.options.quiet_after_lease);
+            e_.state->quiet.extend(deadline_after(e_.options.quiet_after_lease));
             for (auto& [h, other] : g->slots)
                 other.close_jobs();
         }
@@ -105,7 +106,7 @@ private:
         auto g = e_.state->core.lock();
         --slot(*g).cold_allocations;
         if (e_.options.quiet_after_lease > std::chrono::nanoseconds::zero()) // counted from now
-            e_.state->quiet.extend(pool_clock::now() + e_.options.quiet_after_lease);
+            e_.state->quiet.extend(deadline_after(e_.options.quiet_after_lease));
     }
 
     // The node cannot give the @p missing pages above the floor: refuse before allocating

@@ -5,6 +5,7 @@
 #ifndef HUGEZERO_DETAIL_POOL_STATE_HPP
 #define HUGEZERO_DETAIL_POOL_STATE_HPP
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -13,12 +14,14 @@
 #include <utility>
 #include <vector>
 
+#include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/fill_job.hpp>
 #include <hugezero/detail/floor_gate.hpp>
 #include <hugezero/detail/guarded.hpp>
 #include <hugezero/detail/refill_pacing.hpp>
 #include <hugezero/detail/reservoir.hpp>
 #include <hugezero/detail/reservoir_counters.hpp>
+#include <hugezero/detail/worker_group.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/lease.hpp>
 #include <hugezero/machine.hpp>
@@ -72,7 +75,7 @@ struct reservoir_slot {
     {
         counters->record_hold(why, error);
         if (why != refill_hold::none)
-            retry_at = pool_clock::now() + retry_period;
+            retry_at = deadline_after(retry_period);
     }
 };
 
@@ -80,6 +83,25 @@ struct reservoir_slot {
 struct pool_core {
     bool paused = false;
     std::map<hstate, reservoir_slot> slots; // every hstate of the machine; the set is fixed
+
+    /// Whether every reservoir of @p listed holds its target.
+    [[nodiscard]] bool filled(const std::vector<hstate>& listed) const
+    {
+        return std::all_of(listed.begin(), listed.end(), [&](const hstate& h) {
+            const auto& slot = slots.at(h);
+            return slot.files.ready_pages() >= slot.target_pages;
+        });
+    }
+    /// Whether a reservoir of @p listed below its target is held (floor, no pages, failing)
+    /// with no file being filled: it cannot get there before its retry time.
+    [[nodiscard]] bool held(const std::vector<hstate>& listed) const
+    {
+        return std::any_of(listed.begin(), listed.end(), [&](const hstate& h) {
+            const auto& slot = slots.at(h);
+            return slot.files.ready_pages() < slot.target_pages && slot.jobs.empty()
+                   && slot.counters->current_hold() != refill_hold::none;
+        });
+    }
 };
 
 /// What a pool shares with its workers and its leases. Leases keep it alive (they report their
@@ -131,6 +153,34 @@ struct pool_engine {
     std::shared_ptr<pool_state> state;
     std::map<hstate, std::unique_ptr<floor_gate>> floors; // every hstate; fixed
     rate_limiter limiter;
+
+    /// The reservoirs of @p listed on @p node, largest pages first: a 1 GiB page saves a VM the
+    /// most.
+    [[nodiscard]] static std::vector<hstate> reservoirs_of(const std::vector<hstate>& listed, node_id node)
+    {
+        std::vector<hstate> mine;
+        for (const hstate& h : listed)
+            if (h.node == node)
+                mine.push_back(h);
+        std::sort(mine.begin(), mine.end(), [](const hstate& a, const hstate& b) { return a.size > b.size; });
+        return mine;
+    }
+    /// One spec per refill worker: each node of @p listed gets its workers, pinned to its CPUs.
+    /// Their memory is bound by the worker itself, through machine::files().
+    [[nodiscard]] std::vector<worker_spec> worker_specs(const std::vector<hstate>& listed) const
+    {
+        std::vector<node_id> nodes;
+        for (const hstate& h : listed)
+            if (std::find(nodes.begin(), nodes.end(), h.node) == nodes.end())
+                nodes.push_back(h.node);
+        std::vector<worker_spec> specs;
+        for (const node_id node : nodes) {
+            thread_settings settings = settings_for_node(m, node, options.thread);
+            settings.memory_node.reset();
+            specs.insert(specs.end(), workers_for_node(m, node, options.workers_per_node), {node, settings});
+        }
+        return specs;
+    }
 
     /// The pages one refill step asks for.
     [[nodiscard]] std::uint64_t step_pages(page_size page) const noexcept

@@ -32,6 +32,7 @@
 
 #include <hugezero/backend.hpp>
 #include <hugezero/cpu_set.hpp>
+#include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/parse.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
@@ -918,7 +919,7 @@ private:
     {
         const std::chrono::nanoseconds cost = page_cost(size);
         for (std::uint64_t i = 0; i < pages; ++i) {
-            const auto deadline = std::chrono::steady_clock::now() + cost;
+            const auto deadline = detail::deadline_after(cost);
             if (config_.work == work_mode::memset)
                 memset_bytes(size.bytes());
             sleep_until(deadline);
