@@ -8,10 +8,12 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <utility>
 
 #include <hugezero/detail/reservoir.hpp>
 #include <hugezero/detail/reservoir_counters.hpp>
+#include <hugezero/hugetlb_files.hpp>
 
 namespace hugezero::detail {
 
@@ -25,7 +27,9 @@ struct fill_step {
 /// done form a prefix of the file, but for steps still in progress and those past a failed
 /// one: when the job ends, the file is cut back to that prefix (pages past it go back to the
 /// kernel), and so joins the reservoir with every page in [0, pages) allocated. The file's
-/// size is the goal while it fills. Under the pool's lock.
+/// size is the goal while it fills. The worker that starts the job fallocate()s its steps;
+/// where other workers may help, it first maps the file once (share()), and they fault their
+/// steps in through that mapping. Under the pool's lock.
 class fill_job {
 public:
     /// Fills @p file, whose size is already @p goal pages, from its pages on.
@@ -34,8 +38,15 @@ public:
     {
     }
 
-    /// Whether a worker may take a step now.
+    /// Whether a worker of the job may take a step now.
     [[nodiscard]] bool takes_steps() const noexcept { return !closed() && next_ < goal_; }
+    /// Whether another worker may join the job now: only once its starter shared a window on
+    /// the file (mapping it later would wait for the starter's step in progress).
+    [[nodiscard]] bool joinable() const noexcept { return window_ && takes_steps(); }
+    /// Opens the job to other workers, who fault their steps in through @p window.
+    void share(std::unique_ptr<populate_window> window) noexcept { window_ = std::move(window); }
+    /// The window joiners use; null until share().
+    [[nodiscard]] populate_window* window() const noexcept { return window_.get(); }
     /// Whether the job takes no more steps. Lock-free, for workers waiting elsewhere.
     [[nodiscard]] bool closed() const noexcept { return closed_.load(); }
     /// The next step, of at most @p most pages (at least one). Only when takes_steps().
@@ -105,6 +116,7 @@ public:
 
 private:
     pool_file file_;
+    std::unique_ptr<populate_window> window_; // after file_: unmapped before the file closes
     std::uint64_t goal_;
     std::uint64_t initial_;
     std::uint64_t next_;

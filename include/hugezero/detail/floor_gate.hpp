@@ -23,7 +23,8 @@ namespace hugezero::detail {
 /// many pages the node has free (machine::available(): three attributes) and grants what
 /// stays above the floor. Steps in progress may or may not show in that count yet, so each
 /// grant is counted until its step ends: concurrent workers can never overshoot the floor
-/// together. With a floor of 0 the kernel's `ENOSPC` is the floor: no bookkeeping, no lock.
+/// together. With a floor of 0 the kernel's `ENOSPC` is the floor: no reading, no
+/// bookkeeping, no lock.
 ///
 /// Lock order: the pool's lock, then a floor gate's (only wake() takes both).
 class floor_gate {
@@ -77,14 +78,8 @@ public:
     claim acquire(std::uint64_t want, const reader& available, const std::stop_token& stop,
                   const std::function<bool()>& give_up)
     {
-        if (floor_ == 0) {
-            const auto [free, error] = read(available);
-            if (error != 0)
-                return {nullptr, 0, refill_hold::error, error};
-            if (free == 0) // the kernel would say ENOSPC
-                return {nullptr, 0, refill_hold::no_pages, 0};
-            return {nullptr, std::min(want, free), refill_hold::none, 0};
-        }
+        if (floor_ == 0) // the kernel's ENOSPC ends the step where the free pages end
+            return {nullptr, want, refill_hold::none, 0};
         std::unique_lock lock(mutex_);
         for (;;) {
             const auto [free, error] = read(available);

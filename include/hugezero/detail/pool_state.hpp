@@ -51,11 +51,11 @@ struct reservoir_slot {
             planned += job->growth();
         return planned;
     }
-    /// A file being filled that has a step for another worker, or null.
-    [[nodiscard]] fill_job* job_with_steps() const noexcept
+    /// A file being filled that another worker may join, or null.
+    [[nodiscard]] fill_job* joinable_job() const noexcept
     {
         for (const auto& job : jobs)
-            if (job->takes_steps())
+            if (job->joinable())
                 return job.get();
         return nullptr;
     }
@@ -63,6 +63,12 @@ struct reservoir_slot {
     [[nodiscard]] bool wants_refill(pool_clock::time_point now) const noexcept
     {
         return cold_allocations == 0 && planned_pages() < target_pages && chunk_pages > 0 && (!retry_at || now >= *retry_at);
+    }
+    /// Whether a file being filled still has steps no worker took (it is not shared yet, or its
+    /// workers are busy): a worker that wants work should wait for it rather than start another.
+    [[nodiscard]] bool job_with_steps_left() const noexcept
+    {
+        return std::any_of(jobs.begin(), jobs.end(), [](const auto& job) { return job->takes_steps(); });
     }
     /// Closes every file being filled to its workers: they leave it after their step.
     void close_jobs() noexcept

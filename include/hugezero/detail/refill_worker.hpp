@@ -38,15 +38,15 @@ public:
     {
     }
 
-    /// Refills until stopped.
-    void run()
+    /// Refills until stopped. @p helped: the node has other workers, who may join the files
+    /// this one starts.
+    void run(bool helped)
     {
         while (const auto joined = join_work()) {
-            const filler fill = make_filler(*joined);
-            if (!fill.usable()) {
-                leave(*joined->slot, *joined->job, refill_hold::error, fill.error);
-                continue;
-            }
+            if (joined->started && helped)
+                share(*joined->slot, *joined->job);
+            const filler fill{e_.m.files(), joined->job->file().fd.get(), joined->slot->counters->which.size,
+                              joined->started ? nullptr : joined->job->window()};
             while (step(*joined->slot, *joined->job, fill)) {
             }
         }
@@ -61,20 +61,18 @@ private:
 
     // How this worker allocates its steps of one file. The worker that started the file uses
     // fallocate(): it needs no mapping, so it never takes the process's memory-map lock. The
-    // others fault pages in through their own window: fallocate()s on one file would run one
-    // after the other (the inode lock), page faults run beside them.
+    // others fault pages in through the window the starter shared: fallocate()s on one file
+    // would run one after the other (the inode lock), page faults run beside them.
     struct filler {
         hugetlb_files& files;
         int fd;
         page_size page;
-        std::unique_ptr<populate_window> window; // null for the starter
-        int error = 0;                           // the window could not be made
+        populate_window* window; // null for the starter
 
-        [[nodiscard]] bool usable() const noexcept { return error == 0; }
         int operator()(const fill_step& s) const noexcept
         {
             for (;;) {
-                const int rc = window ? window->populate(s.first, s.count) : files.allocate(fd, page, s.first, s.count);
+                const int rc = window != nullptr ? window->populate(s.first, s.count) : files.allocate(fd, page, s.first, s.count);
                 if (rc != EINTR)
                     return rc;
                 // A stray signal (the pool sends none): the pages done stay, ask for the rest.
@@ -82,12 +80,17 @@ private:
         }
     };
 
-    filler make_filler(const work& w)
+    // The starter maps the file before its first step, while nothing zeroes in it (a mapping
+    // takes the file's inode lock, which a fallocate() in progress holds for its whole call),
+    // and opens the job to the other workers. If it cannot, it fills the file alone.
+    void share(const reservoir_slot& slot, fill_job& job)
     {
-        filler f{e_.m.files(), w.job->file().fd.get(), w.slot->counters->which.size, nullptr, 0};
-        if (!w.started)
-            f.window = f.files.window(f.fd, f.page, w.job->goal(), f.error);
-        return f;
+        int error = 0;
+        auto window = e_.m.files().window(job.file().fd.get(), slot.counters->which.size, job.goal(), error);
+        if (!window)
+            return;
+        auto g = e_.state->core.lock();
+        job.share(std::move(window));
     }
 
     // Phase 1: waits until a reservoir of this node needs work, and joins a file being filled
@@ -105,8 +108,8 @@ private:
             else if (!g->paused)
                 for (const hstate& h : mine_) {
                     reservoir_slot& slot = g->slots.at(h);
-                    fill_job* job = slot.job_with_steps();
-                    const bool started = job == nullptr && slot.wants_refill(now);
+                    fill_job* job = slot.joinable_job();
+                    const bool started = job == nullptr && !slot.job_with_steps_left() && slot.wants_refill(now);
                     if (started)
                         job = start_job(slot);
                     if (job != nullptr) {
@@ -290,6 +293,7 @@ private:
 /// land elsewhere): it reports the failure and holds its reservoirs as failing.
 inline void run_refill_worker(pool_engine& e, worker_group& group, worker_context& context, std::vector<hstate> mine)
 {
+    const bool helped = workers_for_node(e.m, context.node(), e.options.workers_per_node) > 1;
     int error = 0;
     const auto binding = e.m.files().bind_calling_thread(context.node(), error);
     if (!binding) {
@@ -307,7 +311,7 @@ inline void run_refill_worker(pool_engine& e, worker_group& group, worker_contex
     call_gate gate;
     const auto enrolment = group.enrol(gate);
     context.started();
-    refill_worker(e, context, std::move(mine), gate).run();
+    refill_worker(e, context, std::move(mine), gate).run(helped);
 }
 
 } // namespace hugezero::detail
