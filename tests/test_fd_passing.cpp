@@ -180,10 +180,10 @@ TEST_SUITE("fd_passing")
             hugezero::send_fd(sockets.left.get(), empty.get(), "hugezero-lease 1 node=0 page_kib=2048 pages=4 cold=0");
             why = "the file has 0 of its 4 pages allocated: a lease has all of them";
         }
-        SUBCASE("a node this machine does not have")
+        SUBCASE("a node no machine this size has")
         {
-            hugezero::send_fd(sockets.left.get(), empty.get(), "hugezero-lease 1 node=7 page_kib=2048 pages=4 cold=0");
-            why = "node 7 is not a node this process can use";
+            hugezero::send_fd(sockets.left.get(), empty.get(), "hugezero-lease 1 node=100000 page_kib=2048 pages=4 cold=0");
+            why = "node 100000 is not a node this process can use";
         }
         try {
             (void)hugezero::receive_lease(sockets.right.get());

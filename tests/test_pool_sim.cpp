@@ -427,6 +427,88 @@ TEST_SUITE("pool-sim")
         t.check_restored();
     }
 
+    TEST_CASE("two workers fill one file of two 1 GiB pages side by side")
+    {
+        // The default chunk: one file. The second worker joins through the window the starter
+        // mapped before its first page; had it mapped the file itself, the mapping would have
+        // waited for the starter's page on the inode lock, and there would be nothing left.
+        sim_pool_machine t(two_nodes().page_cost(1_GiB, 30ms));
+        {
+            auto options = one_reservoir(node0_1g, 2 * gib);
+            options.workers_per_node = 2;
+            hugezero::pool p(t.machine, options);
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            CHECK(p.statistics(node0_1g).ready_files == 1);
+            CHECK(t.kernel->file_stats().most_pages_zeroing_in_one_file == 2);
+        }
+        t.check_restored();
+    }
+
+    TEST_CASE("workers held by the floor wait for their retry time instead of asking again and again")
+    {
+        // Two workers: when one is refused by the floor, the other's step may still be in
+        // progress. The refused one must not rejoin the file at once (it would read the
+        // counters in a loop for the rest of that step).
+        const auto kernel = two_nodes().page_cost(2_MiB, 20ms).build();
+        const auto recorder = std::make_shared<hugezero::test::recording_backend>(std::make_shared<hugezero::sim::backend>(kernel));
+        const hugezero::machine m(recorder);
+        auto options = one_reservoir(node0_2m, 128 * mib, 0, 54); // room for 10 pages above the floor
+        options.workers_per_node = 2;
+        options.batch_bytes = 2 * mib;
+        options.retry_period = 10s;
+        hugezero::pool p(m, options);
+        recorder->clear_reads();
+        p.start();
+        REQUIRE(hugezero::test::wait_until([&] { return p.statistics(node0_2m).floor_holds >= 1 && p.statistics(node0_2m).filling_pages == 0; }));
+        CHECK(p.statistics(node0_2m).ready_pages == 10);
+        const auto reads = recorder->reads().size();
+        INFO(reads, " counter reads");
+        CHECK(reads <= 3 * (10 + 4)); // three per step, and a few refusals
+        CHECK_FALSE(hugezero::test::wait_until([&] { return recorder->reads().size() > reads; }, 100ms));
+    }
+
+    TEST_CASE("wait_filled sees a refill that cannot make its files, and a stop from another thread")
+    {
+        sim_pool_machine t(two_nodes().page_cost(2_MiB, 5ms));
+        SUBCASE("every file creation fails")
+        {
+            t.kernel->fail_next(file_operation::create, EPERM, 1000);
+            auto options = one_reservoir(node0_2m, 16 * mib);
+            options.retry_period = 20ms;
+            hugezero::pool p(t.machine, options);
+            p.start();
+            CHECK(returns_within(2s, [&] { CHECK_FALSE(p.wait_filled(std::chrono::nanoseconds(-1))); }));
+            CHECK(p.statistics(node0_2m).last_error.value() == EPERM);
+        }
+        SUBCASE("stopped while it waits")
+        {
+            hugezero::pool p(t.machine, one_reservoir(node0_2m, 128 * mib)); // 320 ms to fill
+            p.start();
+            std::jthread stopper([&] {
+                (void)hugezero::test::wait_until([&] { return p.statistics(node0_2m).refill_pages >= 2; });
+                p.stop();
+            });
+            CHECK(returns_within(2s, [&] { CHECK_FALSE(p.wait_filled(std::chrono::nanoseconds(-1))); }));
+        }
+    }
+
+    TEST_CASE("a released lease does not wake a refill held for pages: they did not come back")
+    {
+        sim_pool_machine t(two_nodes());
+        auto options = one_reservoir(node0_2m, 200 * mib); // 100 pages wanted, 64 there
+        options.retry_period = 10s;
+        hugezero::pool p(t.machine, options);
+        p.start();
+        REQUIRE(hugezero::test::wait_until([&] { return p.statistics(node0_2m).out_of_pages >= 1; }));
+        auto got = p.acquire(node0_2m, 128 * mib);
+        REQUIRE_MESSAGE(got, got.message);
+        const hugezero::detail::unique_fd kept(got.lease.release());
+        CHECK(p.statistics(node0_2m).leases_out == 0);
+        CHECK_FALSE(hugezero::test::wait_until([&] { return p.statistics(node0_2m).state != hugezero::reservoir_state::out_of_pages; }, 100ms));
+        CHECK(p.statistics(node0_2m).out_of_pages == 1);
+    }
+
     TEST_CASE("one worker zeroes one page at a time")
     {
         sim_pool_machine t(two_nodes().page_cost(2_MiB, 1ms));
@@ -499,7 +581,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a cold allocation stops at the stop token: ECANCELED, nothing kept")
     {
-        sim_pool_machine t(two_nodes().page_cost(2_MiB, 2ms));
+        sim_pool_machine t(two_nodes().page_cost(2_MiB, 5ms)); // 64 pages: 320 ms to cancel in
         {
             auto options = one_reservoir(node0_2m, 0);
             options.batch_bytes = 2 * mib;
@@ -813,7 +895,7 @@ TEST_SUITE("pool-sim")
             CAPTURE(error);
             std::uint64_t failed = 0;
             // Two workers make the number and order of calls vary a little from run to run.
-            for (std::uint64_t nth = 0; nth < calls + 10; ++nth) {
+            for (std::uint64_t nth = 0; nth < calls + 20; ++nth) {
                 CAPTURE(nth);
                 sim_pool_machine t(two_nodes());
                 t.kernel->fail_file_call(nth, error);
@@ -821,7 +903,7 @@ TEST_SUITE("pool-sim")
                 t.check_restored();
                 failed += t.kernel->file_stats().calls_failed;
             }
-            CHECK(failed >= calls * 9 / 10); // (nearly) every call of a life was made to fail once
+            CHECK(failed >= calls * 3 / 4); // (nearly) every call of a life was made to fail once
         }
     }
 }

@@ -258,8 +258,9 @@ TEST_SUITE("zeroing")
         const std::uint64_t claimed = ledger.claim(10, ledger.ticket(), 4);
         REQUIRE(claimed == 4);
         bool ticket_in_time = false;
+        std::future<std::uint64_t> other; // outlives settle(): its end must not wait for the mutex
         const std::uint64_t credited = ledger.settle(claimed, std::nullopt, [&] {
-            auto other = std::async(std::launch::async, [&] { return ledger.ticket(); });
+            other = std::async(std::launch::async, [&] { return ledger.ticket(); });
             ticket_in_time = other.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
             return std::uint64_t{7}; // 3 pages went: the uncertain write did them
         });

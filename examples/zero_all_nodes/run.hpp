@@ -34,8 +34,9 @@ inline int take_signal(int signals)
 }
 
 /// When errors end a run. The service retries an hstate after an error (after its back-off),
-/// so one error is no reason to stop: an hstate fails the run only when it has errors and has
-/// zeroed nothing for @p patience since its first one.
+/// so one error is no reason to stop: an hstate fails the run only when it has errors, still
+/// has pages to zero, and has zeroed nothing for @p patience since its first error. (An error
+/// of the watcher is counted in every hstate, also those already done.)
 class error_policy {
 public:
     explicit error_policy(std::chrono::nanoseconds patience) : patience_(patience) {}
@@ -52,7 +53,7 @@ public:
                 last.failing_since = at;
             last.pages = s.pages_zeroed;
             last.errors = s.errors;
-            if (last.failing_since && at - *last.failing_since >= patience_)
+            if (last.failing_since && s.zeroable > 0 && at - *last.failing_since >= patience_)
                 return s;
         }
         return std::nullopt;

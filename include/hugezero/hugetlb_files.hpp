@@ -34,10 +34,12 @@ public:
 /// A shared mapping of (the start of) a hugetlb file, through which one thread faults pages in
 /// as for a write, writing nothing: the kernel allocates and zeroes each missing page as
 /// fallocate() does, but faults on one file only take a per-page mutex, so threads populating
-/// different pages of one file, each through its own window, run in parallel (fallocate()s on
-/// one file hold its inode lock, and run one after the other). The file is unmapped when the
-/// window is destroyed; mapping it once for many calls keeps the process's memory-map lock,
-/// which mapping and unmapping take exclusively, out of the others' way.
+/// different pages of one file, through one window, run in parallel with each other and with a
+/// fallocate() (fallocate()s on one file hold its inode lock, and run one after the other).
+/// populate() may be called from several threads at once. The file is unmapped when the window
+/// is destroyed. Mapping takes the file's inode lock and the process's memory-map lock
+/// exclusively, so it waits for a fallocate() in progress on the file and for every populate
+/// in progress in the process: map once, before the work starts.
 class populate_window {
 public:
     virtual ~populate_window() = default;
@@ -84,7 +86,7 @@ public:
 
     /// Binds the calling thread's new pages to @p node until the result is destroyed. On
     /// failure returns null and sets @p error.
-    virtual std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) = 0;
+    virtual std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) noexcept = 0;
 };
 
 /// The real kernel's hugetlb files: memfd_create(MFD_HUGETLB), fallocate(), mmap +
@@ -135,13 +137,18 @@ public:
         const auto [pages, error] = detail::pages_in_file(fd, page);
         return {pages, error};
     }
-    std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) override
+    std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) noexcept override
     {
-        auto binding = std::make_unique<scoped>(node);
-        error = binding->binding.error();
-        if (error != 0)
+        try {
+            auto binding = std::make_unique<scoped>(node);
+            error = binding->binding.error();
+            if (error != 0)
+                return nullptr;
+            return binding;
+        } catch (...) {
+            error = ENOMEM;
             return nullptr;
-        return binding;
+        }
     }
 
 private:

@@ -24,8 +24,9 @@ namespace detail {
 class lease_owner {
 public:
     virtual ~lease_owner() = default;
-    /// A lease of @p pages pages of @p which was closed or released.
-    virtual void lease_closed(const hstate& which, std::uint64_t pages) noexcept = 0;
+    /// A lease of @p pages pages of @p which was closed (@p pages_back: its pages went back to
+    /// the kernel, unless something else still refers to the file) or released (they did not).
+    virtual void lease_closed(const hstate& which, std::uint64_t pages, bool pages_back) noexcept = 0;
 };
 
 struct lease_access;
@@ -146,7 +147,7 @@ public:
         if (!fd_)
             return;
         fd_.reset();
-        notify_owner();
+        notify_owner(true);
     }
 
     /// Gives up ownership of the fd: the caller closes it. The pool counts the lease as
@@ -156,7 +157,7 @@ public:
     {
         check("release()");
         const int fd = fd_.release();
-        notify_owner();
+        notify_owner(false);
         return fd;
     }
 
@@ -184,10 +185,10 @@ private:
             throw closed_handle_error(std::string("lease::") + what + " on a closed lease");
     }
 
-    void notify_owner() noexcept
+    void notify_owner(bool pages_back) noexcept
     {
         if (auto owner = std::exchange(owner_, nullptr))
-            owner->lease_closed(which_, pages_);
+            owner->lease_closed(which_, pages_, pages_back);
         pages_ = 0;
         cold_pages_ = 0;
     }

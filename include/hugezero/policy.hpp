@@ -52,17 +52,13 @@ public:
     virtual ~zeroing_policy() = default;
 
     /// Tells every service using this policy that it may allow more now: their workers ask
-    /// allow() again at once. Any thread, also from inside allow().
+    /// allow() again at once. Any thread, also from inside allow(). (The services are woken
+    /// under the policy's own mutex, so a service that stops meanwhile waits for it.)
     void allowance_changed()
     {
-        std::vector<std::function<void()>> wake;
-        {
-            const std::lock_guard lock(listeners_mutex_);
-            for (const auto& [id, listener] : listeners_)
-                wake.push_back(listener);
-        }
-        for (const auto& w : wake)
-            w();
+        const std::lock_guard lock(listeners_mutex_);
+        for (const auto& [id, wake] : listeners_)
+            wake();
     }
 
     /// A worker of @p h's node found @p zeroable pages at @p now: how many may it zero? The
@@ -140,8 +136,12 @@ public:
         if (pages == 0) {
             if (zeroable == 0)
                 return {};
-            const auto wait = std::chrono::duration<double>((cost - b.tokens) / rate_);
-            return {0, now + std::chrono::duration_cast<clock::duration>(wait) + std::chrono::microseconds(1)};
+            // A tiny rate makes a huge wait: saturate rather than overflow the time point.
+            const double wait_ns = (cost - b.tokens) / rate_ * 1e9 + 1000.0;
+            const double room_ns = static_cast<double>((clock::time_point::max() - now).count());
+            if (!(wait_ns < room_ns))
+                return {0, clock::time_point::max()};
+            return {0, now + std::chrono::nanoseconds(static_cast<std::int64_t>(wait_ns))};
         }
         b.tokens -= static_cast<double>(pages) * cost;
         return {pages, {}};

@@ -110,6 +110,7 @@ public:
                 for (const hstate& h : e_.reservoirs_of(listed_, node))
                     e_.state->counters.at(h)->record_error(EIO);
             });
+        const auto g = e_.state->core.lock(); // wait_filled() waiters look again
         e_.state->running.store(true);
     }
 
@@ -120,6 +121,7 @@ public:
     {
         const std::lock_guard lock(control_);
         workers_.stop();
+        const auto g = e_.state->core.lock(); // wait_filled() waiters look again
         e_.state->running.store(false);
     }
 
@@ -127,6 +129,7 @@ public:
     /// the CPUs are back). Workers stay idle until resume().
     void pause()
     {
+        const std::lock_guard lock(control_);
         {
             auto g = e_.state->core.lock();
             g->paused = true;
@@ -139,6 +142,7 @@ public:
     /// Lets the workers refill again.
     void resume()
     {
+        const std::lock_guard lock(control_);
         workers_.resume();
         auto g = e_.state->core.lock();
         g->paused = false;
@@ -190,7 +194,8 @@ public:
     }
 
     /// Changes the target of @p h's reservoir. A lower target gives ready pages back to the
-    /// kernel at once (whole files, then the excess of one file); a higher one wakes the refill.
+    /// kernel at once (whole files, then the excess of one file, counted as trimmed); a higher
+    /// one wakes the refill.
     /// A file that cannot be cut stays whole (counted in reservoir_statistics::errors).
     /// @throws std::invalid_argument if the pool has no reservoir for @p h.
     void set_target(const hstate& h, std::uint64_t target_bytes);
@@ -279,10 +284,12 @@ inline void pool::set_target(const hstate& h, std::uint64_t target_bytes)
     if (!excess)
         return;
     auto& [file, cut_to] = *excess;
-    if (const int error = e_.m.files().resize(file.fd.get(), h.size, cut_to); error != 0)
+    if (const int error = e_.m.files().resize(file.fd.get(), h.size, cut_to); error != 0) {
         it->second->record_error(error); // unchanged: it goes back whole
-    else
+    } else {
+        it->second->add(it->second->trimmed_pages, file.pages - cut_to);
         file.pages = cut_to;
+    }
     auto g = e_.state->core.lock();
     g->slots.at(h).files.add(std::move(file));
 }

@@ -11,7 +11,6 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
-#include <thread>
 #include <utility>
 
 #include <poll.h>
@@ -99,33 +98,21 @@ public:
         if (options.pin_to_node)
             options.thread = detail::settings_for_node(m, h.node, std::move(options.thread));
         state_->started = std::chrono::steady_clock::now();
-        worker_ = std::jthread([s = state_, m, h, pages, options](std::stop_token stop) {
-            zeroing_result result;
-            result.which = h;
-            result.pages_asked = pages;
-            result.setting_failures = apply_to_current_thread(options.thread);
-            try {
-                detail::zeroing_session session(m, h, options.zeroing);
-                auto failures = std::move(result.setting_failures);
-                result = detail::run_zeroing(session, pages, stop, &s->progress);
-                result.setting_failures = std::move(failures);
-            } catch (const std::system_error& e) {
-                result.status = zeroing_status::failed;
-                result.error = e.code();
-                result.error_message = e.what();
-            } catch (const std::exception& e) {
-                result.status = zeroing_status::failed;
-                result.error = std::error_code(EIO, std::system_category());
-                result.error_message = e.what();
-            }
-            {
-                const std::lock_guard lock(s->mutex);
-                s->result = std::move(result);
-            }
-            s->done.store(true, std::memory_order_release);
-            const std::uint64_t one = 1;
-            (void)!::write(s->done_event.get(), &one, sizeof one);
-        });
+        worker_ = std::make_unique<detail::worker_group>();
+        worker_->start(
+            {{h.node, options.thread}},
+            [s = state_, m, h, pages, zeroing = options.zeroing](detail::worker_context& c) {
+                c.started(); // the caller need not wait for the zeroing
+                s->finish(run_request(m, h, pages, zeroing, c, s->progress));
+            },
+            [s = state_, h](node_id, std::exception_ptr) { // never expected: the request still ends
+                zeroing_result failed;
+                failed.which = h;
+                failed.status = zeroing_status::failed;
+                failed.error = std::error_code(EIO, std::system_category());
+                failed.error_message = "hugezero: the zeroing request's worker failed unexpectedly";
+                s->finish(std::move(failed));
+            });
     }
 
     /// Takes over another request; that one is left moved-from.
@@ -137,7 +124,7 @@ public:
     ~zeroing_request() = default;
 
     /// Asks the request to stop: its write in progress is interrupted. Returns at once.
-    void request_stop() { checked().worker_.request_stop(); }
+    void request_stop() { checked().worker_->request_stop(); }
 
     /// Whether the request has ended (its result is available).
     [[nodiscard]] bool done() const { return checked().state_->done.load(std::memory_order_acquire); }
@@ -191,7 +178,43 @@ private:
         zeroing_result result;
         detail::unique_fd done_event;
         std::chrono::steady_clock::time_point started;
+
+        // Publishes the result and makes fd() readable.
+        void finish(zeroing_result r)
+        {
+            {
+                const std::lock_guard lock(mutex);
+                result = std::move(r);
+            }
+            done.store(true, std::memory_order_release);
+            const std::uint64_t one = 1;
+            (void)!::write(done_event.get(), &one, sizeof one);
+        }
     };
+
+    // What the worker does: zero, and put every failure in the result.
+    static zeroing_result run_request(const machine& m, const hstate& h, std::optional<std::uint64_t> pages,
+                                      const zeroing_options& options, const detail::worker_context& c,
+                                      detail::progress_counters& progress)
+    {
+        zeroing_result result;
+        try {
+            detail::zeroing_session session(m, h, options);
+            result = detail::run_zeroing(session, pages, c.stop(), &progress);
+        } catch (const std::system_error& e) {
+            result.status = zeroing_status::failed;
+            result.error = e.code();
+            result.error_message = e.what();
+        } catch (const std::exception& e) {
+            result.status = zeroing_status::failed;
+            result.error = std::error_code(EIO, std::system_category());
+            result.error_message = e.what();
+        }
+        result.which = h;
+        result.pages_asked = pages;
+        result.setting_failures = c.failures();
+        return result;
+    }
 
     const zeroing_request& checked() const
     {
@@ -207,7 +230,7 @@ private:
     }
 
     std::shared_ptr<state> state_;
-    std::jthread worker_; // last: stopped and joined before the state it shares is released
+    std::unique_ptr<detail::worker_group> worker_; // last: stopped and joined before the state it shares is released
 };
 
 } // namespace hugezero

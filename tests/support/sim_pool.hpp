@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -22,7 +23,7 @@ namespace hugezero::test {
 
 struct sim_pool_machine {
     explicit sim_pool_machine(const sim::machine_builder& builder)
-        : kernel(builder.build()), machine(std::make_shared<sim::backend>(kernel)), resources(count_resources())
+        : kernel(builder.build()), machine(std::make_shared<sim::backend>(kernel)), resources(settled_resources())
     {
         for (const hstate& h : kernel->hstates())
             pages.emplace(h, kernel->counts(h));
@@ -42,13 +43,24 @@ struct sim_pool_machine {
             CHECK(now.free() == before.free());
         }
         // A thread joined just before may still be listed for a moment (the kernel clears its
-        // id, which join waits for, before it leaves /proc/self/task), at the start as at the
-        // end: a leak is more threads than at the start, or any other fd count.
-        const auto restored = [&] {
+        // id, which join waits for, before it leaves /proc/self/task).
+        CHECK_MESSAGE(wait_until([&] { return count_resources() == resources; }, std::chrono::seconds(2)),
+                      "now: ", count_resources(), ", at the start: ", resources);
+    }
+
+    // The fds and threads once threads joined before have left /proc/self/task: the same
+    // count twice, 5 ms apart (a lingering thread goes within microseconds).
+    static resource_counts settled_resources()
+    {
+        resource_counts last = count_resources();
+        for (int i = 0; i < 200; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
             const resource_counts now = count_resources();
-            return now.fds == resources.fds && now.threads <= resources.threads;
-        };
-        CHECK_MESSAGE(wait_until(restored, std::chrono::seconds(2)), "now: ", count_resources(), ", at the start: ", resources);
+            if (now == last)
+                return now;
+            last = now;
+        }
+        return last;
     }
 
     // Pages of the file behind @p fd, per node.

@@ -125,13 +125,15 @@ struct pool_state final : lease_owner {
         return {running.load(), paused.load(), quiet.active(pool_clock::now())};
     }
 
-    void lease_closed(const hstate& which, std::uint64_t pages) noexcept override
+    void lease_closed(const hstate& which, std::uint64_t pages, bool pages_back) noexcept override
     {
         const auto it = counters.find(which);
         if (it == counters.end())
             return;
         it->second->leases_out.fetch_sub(1, std::memory_order_relaxed);
         it->second->leased_pages.fetch_sub(pages, std::memory_order_relaxed);
+        if (!pages_back)
+            return;
         // Pages just went back to the kernel: refills of the node held for want of free pages
         // may go on now.
         auto g = core.lock();

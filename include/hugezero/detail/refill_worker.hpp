@@ -23,10 +23,12 @@ namespace hugezero::detail {
 /// A refill worker of one node. It fills the node's reservoirs, largest pages first: it joins
 /// a file being filled that has a step left (or starts one: the largest ready file short of a
 /// chunk, grown, or a new one) and takes its steps in turn with the node's other workers, each
-/// step paced by the rate limit, granted by the floor gate, and populated through the worker's
-/// own window on the file with no lock held. It leaves the file when the file has no step left
-/// for it, or for a stop, a pause, or a lease that wants the file; the last worker out cuts the
-/// file back to the pages done in order and gives it to the reservoir.
+/// step paced by the rate limit, granted by the floor gate, and allocated with no lock held: by
+/// fallocate() for the worker that started the file, through the window it shared for the
+/// others. It leaves the file when the file has no step left for it, or for a stop, a pause,
+/// a hold (floor, no pages, an error: the file is then closed to every worker), or a lease that
+/// wants the file; the last worker out cuts the file back to the pages done in order and gives
+/// it to the reservoir.
 ///
 /// Its thread is bound to the node's memory, so the kernel takes the pages from the node.
 class refill_worker {
@@ -47,7 +49,11 @@ public:
                 share(*joined->slot, *joined->job);
             const filler fill{e_.m.files(), joined->job->file().fd.get(), joined->slot->counters->which.size,
                               joined->started ? nullptr : joined->job->window()};
-            while (step(*joined->slot, *joined->job, fill)) {
+            try {
+                while (step(*joined->slot, *joined->job, fill)) {
+                }
+            } catch (...) { // never expected (bad_alloc): leave the job, so the file is not lost
+                leave(*joined->slot, *joined->job, refill_hold::error, EIO);
             }
         }
     }
@@ -103,6 +109,7 @@ private:
                 return std::nullopt;
             const auto now = pool_clock::now();
             std::optional<pool_clock::time_point> wake;
+            bool changed = false; // a start that failed held its reservoir: others must see it
             if (e_.state->quiet.active(now))
                 wake = e_.state->quiet.until();
             else if (!g->paused)
@@ -110,8 +117,10 @@ private:
                     reservoir_slot& slot = g->slots.at(h);
                     fill_job* job = slot.joinable_job();
                     const bool started = job == nullptr && !slot.job_with_steps_left() && slot.wants_refill(now);
-                    if (started)
+                    if (started) {
                         job = start_job(slot);
+                        changed = changed || job == nullptr;
+                    }
                     if (job != nullptr) {
                         job->join();
                         return work{&slot, job, started};
@@ -119,6 +128,8 @@ private:
                     if (slot.retry_at && now < *slot.retry_at)
                         wake = std::min(wake.value_or(*slot.retry_at), *slot.retry_at);
                 }
+            if (changed)
+                g.announce();
             g.wait_for_change(stop_, wake);
         }
     }
@@ -241,6 +252,8 @@ private:
             auto g = e_.state->core.lock();
             if (error != 0)
                 job.fail(error);
+            if (why != refill_hold::none) // the floor, the free pages, an error hold every worker
+                job.close();
             last = job.leave(why);
         }
         if (last)
@@ -253,6 +266,7 @@ private:
     void finish(reservoir_slot& slot, fill_job& job)
     {
         const hstate& h = slot.counters->which;
+        job.share(nullptr); // unmapped before the file can be leased
         pool_file& file = job.file();
         int resize_error = 0;
         if (job.prefix() != job.goal())

@@ -65,6 +65,8 @@ public:
     }
     /// Reports a setting the worker could not apply, for worker_group::setting_failures().
     inline void report(setting_failure failure);
+    /// The settings this worker could not apply (those the group applied first, and report()ed).
+    [[nodiscard]] const std::vector<setting_failure>& failures() const noexcept { return failures_; }
 
 private:
     friend class worker_group;
@@ -77,6 +79,7 @@ private:
     node_id node_;
     std::size_t index_;
     std::latch* ready_;
+    std::vector<setting_failure> failures_;
 };
 
 /// Threads that each serve a node, started together and stopped together, with a pause that
@@ -124,6 +127,13 @@ public:
             throw;
         }
         ready.wait();
+    }
+
+    /// Asks every worker to stop, without waiting for them.
+    void request_stop() noexcept
+    {
+        for (auto& t : threads_)
+            t.request_stop();
     }
 
     /// Stops every worker and joins it. Does nothing if none runs.
@@ -206,9 +216,9 @@ private:
              const failure_handler& on_failure)
     {
         worker_context context(*this, std::move(stop), spec.node, index, ready);
-        for (setting_failure& f : apply_to_current_thread(spec.settings))
-            context.report(std::move(f));
         try {
+            for (setting_failure& f : apply_to_current_thread(spec.settings))
+                context.report(std::move(f));
             body(context);
         } catch (...) {
             try {
@@ -229,6 +239,7 @@ private:
 
 inline void worker_context::report(setting_failure failure)
 {
+    failures_.push_back(failure);
     const std::lock_guard lock(group_.mutex_);
     group_.failures_.push_back(std::move(failure));
 }

@@ -74,12 +74,17 @@ public:
             return {0, ENOMEM};
         }
     }
-    std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) override
+    std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) noexcept override
     {
-        error = kernel_->check_binding(node);
-        if (error != 0)
+        try {
+            error = kernel_->check_binding(node);
+            if (error != 0)
+                return nullptr;
+            return std::make_unique<binding>(node);
+        } catch (...) {
+            error = ENOMEM;
             return nullptr;
-        return std::make_unique<binding>(node);
+        }
     }
 
 private:
