@@ -214,10 +214,10 @@ struct figures {
     double raw_fallocate_gbps_1t = 0;
     double raw_fallocate_gbps_2t = 0;
     [[nodiscard]] double first_touch_gbps() const { return static_cast<double>(bytes) / cold_s / 1e9; }
-    // How much of the machine's own two-thread scaling the pool's two workers keep.
-    [[nodiscard]] double scaling_kept() const
+    // How much of the machine's own two-thread scaling two refill workers at @p gbps keep.
+    [[nodiscard]] double scaling_kept(double gbps) const
     {
-        return (refill_gbps_2w / refill_gbps_1w) / (raw_fallocate_gbps_2t / raw_fallocate_gbps_1t);
+        return (gbps / refill_gbps_1w) / (raw_fallocate_gbps_2t / raw_fallocate_gbps_1t);
     }
 };
 
@@ -457,8 +457,11 @@ void print_table(const std::vector<figures>& results)
                   << "  raw_fallocate_gbps_1t    " << number(f.raw_fallocate_gbps_1t) << '\n'
                   << "  raw_fallocate_gbps_2t    " << number(f.raw_fallocate_gbps_2t) << "   ("
                   << number(f.raw_fallocate_gbps_2t / f.raw_fallocate_gbps_1t) << "x one thread: the machine's own limit)\n"
-                  << "  two workers keep " << number(100 * f.scaling_kept()) << "% of the machine's two-thread scaling (goal 90%: "
-                  << (f.scaling_kept() >= 0.9 ? "met" : "MISSED") << ")\n";
+                  << "  two workers keep " << number(100 * f.scaling_kept(f.refill_gbps_2w)) << "% (two files) and "
+                  << number(100 * f.scaling_kept(f.refill_gbps_2w_one_file))
+                  << "% (one file) of the machine's two-thread scaling (goal 90%: "
+                  << (std::min(f.scaling_kept(f.refill_gbps_2w), f.scaling_kept(f.refill_gbps_2w_one_file)) >= 0.9 ? "met" : "MISSED")
+                  << ")\n";
     }
 }
 
