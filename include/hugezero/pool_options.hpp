@@ -48,7 +48,8 @@ struct pool_options {
     /// 1 GiB page is one step). The floor and the rate limit apply per step, and stop(),
     /// pause() and a lease that wants the file take effect between steps: a step runs to its
     /// end (about 0.7 ms for the default 16 MiB of 2 MiB pages here, one page's zeroing for
-    /// 1 GiB pages). Default 16 MiB.
+    /// 1 GiB pages). An acquire() waits at most 2 s for the steps in progress on the files it
+    /// wants (then it takes what is ready): keep steps short. Default 16 MiB.
     std::uint64_t batch_bytes = std::uint64_t{16} << 20;
     /// Worker placement and charging. Without `cpus`, workers are pinned to their node's CPUs.
     /// Their memory is always bound to their node (that is what puts the pages there), so
