@@ -464,7 +464,7 @@ TEST_SUITE("pool-sim")
         CHECK(p.statistics(node0_2m).ready_pages == 10);
         const auto reads = recorder->reads().size();
         INFO(reads, " counter reads");
-        CHECK(reads <= 3 * (10 + 4)); // three per step, and a few refusals
+        CHECK(reads <= 3 * (10 + 10)); // three per step, and a few refusals and re-reads (a loop makes hundreds)
         CHECK_FALSE(hugezero::test::wait_until([&] { return recorder->reads().size() > reads; }, 100ms));
     }
 

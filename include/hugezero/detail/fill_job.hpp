@@ -47,6 +47,8 @@ public:
     void share(std::unique_ptr<populate_window> window) noexcept { window_ = std::move(window); }
     /// The window joiners use; null until share().
     [[nodiscard]] populate_window* window() const noexcept { return window_.get(); }
+    /// Takes the window away (to unmap it outside the pool's lock), once no worker uses it.
+    [[nodiscard]] std::unique_ptr<populate_window> take_window() noexcept { return std::move(window_); }
     /// Whether the job takes no more steps. Lock-free, for workers waiting elsewhere.
     [[nodiscard]] bool closed() const noexcept { return closed_.load(); }
     /// The next step, of at most @p most pages (at least one). Only when takes_steps().

@@ -266,7 +266,12 @@ private:
     void finish(reservoir_slot& slot, fill_job& job)
     {
         const hstate& h = slot.counters->which;
-        job.share(nullptr); // unmapped before the file can be leased
+        {
+            auto window = [&] {
+                auto g = e_.state->core.lock();
+                return job.take_window();
+            }();
+        } // unmapped here, outside the lock, before the file can be leased
         pool_file& file = job.file();
         int resize_error = 0;
         if (job.prefix() != job.goal())
