@@ -1,0 +1,40 @@
+# Run after each guest suite is built (tests/guest/CMakeLists.txt): lists its doctest cases on
+# this machine (listing touches no kernel) and writes a ctest file with one case per doctest
+# case and per switch combination, each run inside the booted guest by scripts/guest exec.
+#   -D EXECUTABLE=... -D KERNEL=abi|stock -D GUEST=name -D SCRIPT=scripts/guest
+#   -D COMBOS="einval,eintr;..." (empty for none) -D OUTPUT=file.cmake -D TIMEOUT=seconds
+execute_process(COMMAND "${EXECUTABLE}" --list-test-cases OUTPUT_VARIABLE output RESULT_VARIABLE result)
+if(NOT result EQUAL 0)
+  message(FATAL_ERROR "cannot list the test cases of ${EXECUTABLE}: ${output}")
+endif()
+string(REPLACE "\n" ";" lines "${output}")
+set(cases)
+foreach(line IN LISTS lines)
+  if(line STREQUAL "" OR line MATCHES "^=+$" OR line MATCHES [==[^\[doctest\] ]==])
+    continue()
+  endif()
+  list(APPEND cases "${line}")
+endforeach()
+if(NOT COMBOS)
+  set(COMBOS "-")
+endif()
+set(script "")
+foreach(combo IN LISTS COMBOS)
+  string(REPLACE "-" "" combo_text "${combo}")
+  string(REPLACE "," "+" combo_name "${combo_text}")
+  foreach(case IN LISTS cases)
+    string(REPLACE "," "\\," filter "${case}")
+    if(combo_name STREQUAL "")
+      set(name "guest.${KERNEL}.${case}")
+    else()
+      set(name "guest.${KERNEL}.${combo_name}.${case}")
+    endif()
+    string(APPEND script "add_test([==[${name}]==] [==[${SCRIPT}]==] exec --name [==[${GUEST}]==] --skip-unless-required"
+                         " --timeout ${TIMEOUT} --env [==[HUGEZERO_GUEST_SWITCHES=${combo_text}]==] --"
+                         " [==[${EXECUTABLE}]==] [==[--test-case=${filter}]==])\n")
+    string(APPEND script "set_tests_properties([==[${name}]==] PROPERTIES LABELS guest RUN_SERIAL TRUE"
+                         " FIXTURES_REQUIRED guest_${KERNEL} TIMEOUT ${TIMEOUT}"
+                         " SKIP_REGULAR_EXPRESSION HUGEZERO_SKIP: FAIL_REGULAR_EXPRESSION [==[test cases: +0 [|]]==])\n")
+  endforeach()
+endforeach()
+file(WRITE "${OUTPUT}" "${script}")
