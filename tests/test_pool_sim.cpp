@@ -61,6 +61,26 @@ bool returns_within(std::chrono::milliseconds limit, Call call)
 
 std::uint64_t free_pages(const sim_pool_machine& t, const hstate& h) { return t.kernel->counts(h).free(); }
 
+// Fills a reservoir of @p h on a kernel built by @p builder with @p options (quiet, steps of
+// @p step_bytes, @p workers per node); checks it ends in @p files files and that nothing leaks.
+// Returns what the kernel saw: how many pages it was zeroing at once.
+hugezero::sim::file_statistics fill(const hugezero::sim::machine_builder& builder, const hstate& h, std::uint64_t target,
+                                    std::uint64_t chunk, unsigned workers, std::uint64_t step_bytes, std::uint64_t files)
+{
+    sim_pool_machine t(builder);
+    {
+        auto options = one_reservoir(h, target, chunk);
+        options.workers_per_node = workers;
+        options.batch_bytes = step_bytes;
+        hugezero::pool p(t.machine, options);
+        p.start();
+        REQUIRE(p.wait_filled(10s));
+        CHECK(p.statistics(h).ready_files == files);
+    }
+    t.check_restored();
+    return t.kernel->file_stats();
+}
+
 } // namespace
 
 TEST_SUITE("pool-sim")
@@ -395,18 +415,8 @@ TEST_SUITE("pool-sim")
         // The starter fallocates, the other faults pages in through its window: with both on
         // fallocate() they would run one after the other on the file's inode lock (the
         // simulated kernel holds it as the real one does), and this would see 1.
-        sim_pool_machine t(two_nodes().page_cost(2_MiB, 5ms));
-        {
-            auto options = one_reservoir(node0_2m, 64 * mib);
-            options.batch_bytes = 2 * mib;
-            options.workers_per_node = 2;
-            hugezero::pool p(t.machine, options);
-            p.start();
-            REQUIRE(p.wait_filled(10s));
-            CHECK(p.statistics(node0_2m).ready_files == 1);
-            CHECK(t.kernel->file_stats().most_pages_zeroing_in_one_file == 2);
-        }
-        t.check_restored();
+        const auto k = fill(two_nodes().page_cost(2_MiB, 5ms), node0_2m, 64 * mib, 0, 2, 2 * mib, 1);
+        CHECK(k.most_pages_zeroing_in_one_file == 2);
     }
 
     TEST_CASE("two workers fill two files of one 1 GiB page each side by side")
@@ -414,17 +424,8 @@ TEST_SUITE("pool-sim")
         // A file with one step leaves the second worker nothing to share: it starts the next
         // file. Each starter fallocates, so neither maps a file while the other zeroes (which
         // would wait for it: mapping takes the memory-map lock exclusively).
-        sim_pool_machine t(two_nodes().page_cost(1_GiB, 30ms));
-        {
-            auto options = one_reservoir(node0_1g, 2 * gib, gib);
-            options.workers_per_node = 2;
-            hugezero::pool p(t.machine, options);
-            p.start();
-            REQUIRE(p.wait_filled(10s));
-            CHECK(p.statistics(node0_1g).ready_files == 2);
-            CHECK(t.kernel->file_stats().most_pages_zeroing == 2);
-        }
-        t.check_restored();
+        const auto k = fill(two_nodes().page_cost(1_GiB, 30ms), node0_1g, 2 * gib, gib, 2, 16 * mib, 2);
+        CHECK(k.most_pages_zeroing == 2);
     }
 
     TEST_CASE("two workers fill one file of two 1 GiB pages side by side")
@@ -432,17 +433,8 @@ TEST_SUITE("pool-sim")
         // The default chunk: one file. The second worker joins through the window the starter
         // mapped before its first page; had it mapped the file itself, the mapping would have
         // waited for the starter's page on the inode lock, and there would be nothing left.
-        sim_pool_machine t(two_nodes().page_cost(1_GiB, 30ms));
-        {
-            auto options = one_reservoir(node0_1g, 2 * gib);
-            options.workers_per_node = 2;
-            hugezero::pool p(t.machine, options);
-            p.start();
-            REQUIRE(p.wait_filled(10s));
-            CHECK(p.statistics(node0_1g).ready_files == 1);
-            CHECK(t.kernel->file_stats().most_pages_zeroing_in_one_file == 2);
-        }
-        t.check_restored();
+        const auto k = fill(two_nodes().page_cost(1_GiB, 30ms), node0_1g, 2 * gib, 0, 2, 16 * mib, 1);
+        CHECK(k.most_pages_zeroing_in_one_file == 2);
     }
 
     TEST_CASE("workers held by the floor wait for their retry time instead of asking again and again")
@@ -511,16 +503,8 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("one worker zeroes one page at a time")
     {
-        sim_pool_machine t(two_nodes().page_cost(2_MiB, 1ms));
-        {
-            auto options = one_reservoir(node0_2m, 32 * mib);
-            options.batch_bytes = 2 * mib;
-            hugezero::pool p(t.machine, options);
-            p.start();
-            REQUIRE(p.wait_filled(10s));
-            CHECK(t.kernel->file_stats().most_pages_zeroing == 1);
-        }
-        t.check_restored();
+        const auto k = fill(two_nodes().page_cost(2_MiB, 1ms), node0_2m, 32 * mib, 0, 1, 2 * mib, 1);
+        CHECK(k.most_pages_zeroing == 1);
     }
 
     TEST_CASE("a lease taken while the reservoir fills gets the pages already done")

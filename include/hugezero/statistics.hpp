@@ -16,7 +16,9 @@ namespace hugezero {
 /// What the pre-zeroing service did for one hstate since it was created (a snapshot).
 struct hstate_statistics {
     hstate which{node_id(0), page_2mib};   ///< The hstate.
-    std::uint64_t pages_zeroed = 0;         ///< Pages zeroed (exact, but see zeroing_result for consumers racing a write).
+    /// Pages zeroed: exact, but see zeroing_result for consumers racing a write and for writes
+    /// a signal cut short.
+    std::uint64_t pages_zeroed = 0;
     std::chrono::nanoseconds time_zeroing{0}; ///< Time workers spent in write() for it.
     std::uint64_t zeroable = 0;             ///< `zeroable_hugepages` when last read.
     std::uint64_t requests = 0;             ///< Writes made.

@@ -88,14 +88,19 @@ inline std::ostream& operator<<(std::ostream& out, zeroing_status status)
 ///
 /// Counts are exact for writes that completed without a signal. A write cut short leaves only
 /// the counter to tell what it did: hugezero re-reads it once no other write of the hstate is
-/// in flight, and credits the drop to the request that re-read it (see `exact`).
+/// in flight, and credits the drop to the request that re-read it (see `exact`). That drop is
+/// exact only if no consumer allocated or released pages of the hstate since the first of
+/// those writes began: each page released meanwhile (it becomes zeroable again) makes the
+/// estimate one page low, each dirty page allocated meanwhile one page high. With VMs coming
+/// and going while the service is paused again and again, a real kernel showed estimates ~7%
+/// low.
 ///
 /// One case no reading can tell apart: if consumers (VMs faulting memory in) allocate *dirty*
 /// pages of the hstate while a write is in flight - they take zeroed pages first, so only
 /// when they need more than are zeroed - the write may find its last pages gone, end early and
 /// still succeed; the consumers zeroed those pages themselves. The kernel's counter drops by
-/// the same amount either way, so `pages_zeroed` then counts them too: it is an upper bound,
-/// over by at most the dirty pages consumers took during the request's writes. The same holds
+/// the same amount either way, so `pages_zeroed` then counts them too: for writes no signal cut
+/// short it is an upper bound, over by at most the dirty pages consumers took during them. The same holds
 /// for writers hugezero does not know (another process, or another `machine` in this one) on
 /// a kernel that clamps out-of-range requests, and for a signal hugezero did not send (a
 /// profiler's) on a kernel that ends interrupted writes with success: hugezero's own writers of

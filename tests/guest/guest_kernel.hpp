@@ -116,23 +116,29 @@ public:
 /// faulted in; unmapping it gives them back (dirty).
 class consumer {
 public:
-    consumer(const hstate& h, std::uint64_t pages) : bytes_(pages * h.size.bytes())
+    consumer(const hstate& h, std::uint64_t pages) : bytes_(pages * h.size.bytes()), memory_(map(h, bytes_))
     {
-        const int huge_shift = __builtin_ctzll(h.size.bytes());
-        memory_ = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (huge_shift << MAP_HUGE_SHIFT), -1, 0);
         REQUIRE_MESSAGE(memory_ != MAP_FAILED, "mmap of " << pages << " pages of " << h << ": " << std::strerror(errno));
-        std::vector<unsigned long> mask(h.node.value() / 64 + 1, 0);
-        mask[h.node.value() / 64] |= 1UL << (h.node.value() % 64);
-        constexpr int mpol_bind = 2;
-        REQUIRE_MESSAGE(::syscall(SYS_mbind, memory_, bytes_, mpol_bind, mask.data(), mask.size() * 64 + 1, 0) == 0,
-                        "mbind: " << std::strerror(errno));
-        constexpr int madv_populate_write = 23;
-        REQUIRE_MESSAGE(::madvise(memory_, bytes_, madv_populate_write) == 0, "populate: " << std::strerror(errno));
+        const int error = bind_and_fault(memory_, bytes_, h.node);
+        REQUIRE_MESSAGE(error == 0, "binding to " << h.node << " and faulting in: " << std::strerror(error));
     }
     consumer(const consumer&) = delete;
     consumer& operator=(const consumer&) = delete;
     ~consumer() { release(); }
+
+    /// Whether a VM could take @p pages pages of @p h (it gives them back at once). Asserts
+    /// nothing: for threads that race each other for pages.
+    static bool try_once(const hstate& h, std::uint64_t pages) noexcept
+    {
+        const std::uint64_t bytes = pages * h.size.bytes();
+        void* memory = map(h, bytes);
+        if (memory == MAP_FAILED)
+            return false;
+        const bool ok = bind_and_fault(memory, bytes, h.node) == 0;
+        ::munmap(memory, bytes);
+        return ok;
+    }
+
     /// Gives the pages back now.
     void release()
     {
@@ -143,8 +149,26 @@ public:
     [[nodiscard]] std::byte* data() const { return static_cast<std::byte*>(memory_); }
 
 private:
+    static void* map(const hstate& h, std::uint64_t bytes) noexcept
+    {
+        const int huge_shift = __builtin_ctzll(h.size.bytes());
+        return ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (huge_shift << MAP_HUGE_SHIFT),
+                      -1, 0);
+    }
+    // 0 or the errno of mbind(MPOL_BIND) or MADV_POPULATE_WRITE.
+    static int bind_and_fault(void* memory, std::uint64_t bytes, node_id node) noexcept
+    {
+        std::vector<unsigned long> mask(node.value() / 64 + 1, 0);
+        mask[node.value() / 64] |= 1UL << (node.value() % 64);
+        constexpr int mpol_bind = 2;
+        constexpr int madv_populate_write = 23;
+        if (::syscall(SYS_mbind, memory, bytes, mpol_bind, mask.data(), mask.size() * 64 + 1, 0) != 0)
+            return errno;
+        return ::madvise(memory, bytes, madv_populate_write) == 0 ? 0 : errno;
+    }
+
     std::uint64_t bytes_;
-    void* memory_ = MAP_FAILED;
+    void* memory_;
 };
 
 /// The node of every page of [@p start, @p start + @p bytes), as move_pages(2) reports it,

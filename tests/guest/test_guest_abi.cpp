@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -409,6 +410,70 @@ TEST_SUITE("guest-abi")
         CHECK(h["zeroed"].as_u64() == kernel_zeroed_by_writes(node0_1g) - before);
         CHECK(h["zeroed"].as_u64() + h["zeroable_after"].as_u64() == h["zeroable_before"].as_u64());
         CHECK(stats(node0_1g)["zeroing"] == 0);
+        counters.check_restored();
+    }
+
+    TEST_CASE("ten seconds of VMs coming and going on both nodes while the service zeroes: counts hold, nothing leaks")
+    {
+        HUGEZERO_REQUIRE_GUEST(true);
+        const switches run;
+        const auto m = hugezero::machine::open();
+        const counters_guard counters(m);
+        const std::vector<hstate> both{node0_2m, node1_2m};
+        for (const hstate& h : both)
+            dirty_every_page(m, h);
+        std::map<hstate, std::pair<std::uint64_t, std::uint64_t>> before; // zeroed by writes, pages short
+        for (const hstate& h : both)
+            before[h] = {stats(h)["zeroed_by_writes"], stats(h)["short"]};
+        hugezero::service_options options;
+        options.hstates = both;
+        options.zeroing = hugezero::test::batch_of(4);
+        hugezero::prezero_service service(m, options);
+        service.start();
+        std::atomic<std::uint64_t> vms{0};
+        std::map<hstate, std::atomic<std::uint64_t>> released; // pages consumers gave back
+        for (const hstate& h : both)
+            released[h] = 0;
+        {
+            std::vector<std::jthread> consumers;
+            for (unsigned i = 0; i < 2; ++i)
+                consumers.emplace_back([&, i](std::stop_token stop) {
+                    std::uint32_t seed = 12345 + i;
+                    while (!stop.stop_requested()) {
+                        seed = seed * 1103515245 + 12345;
+                        const hstate& h = both[(seed >> 8) % 2];
+                        const std::uint64_t pages = 1 + (seed >> 16) % 16;
+                        if (consumer::try_once(h, pages)) { // zeroed pages first, dirty ones after
+                            vms.fetch_add(1);             // (or another consumer took them first)
+                            released.at(h).fetch_add(pages);
+                        }
+                        if ((seed >> 4) % 8 == 0)
+                            service.pause(), service.resume();
+                    }
+                });
+            std::this_thread::sleep_for(10s); // the soak's length, not a synchronisation
+        }
+        REQUIRE(service.wait_drained(60s));
+        service.stop();
+        MESSAGE(vms.load(), " VMs came and went");
+        CHECK(vms.load() > 10);
+        for (const hstate& h : both) {
+            INFO(h);
+            const std::uint64_t zeroed = stats(h)["zeroed_by_writes"] - before[h].first;
+            const std::uint64_t shortfall = stats(h)["short"] - before[h].second;
+            const auto s = service.statistics(h);
+            MESSAGE(h, ": the kernel zeroed ", zeroed, " pages, hugezero counted ", s.pages_zeroed, " (",
+                    s.requests_interrupted, " of ", s.requests, " writes interrupted)");
+            // Exact but for pages consumers took from under a write (high by at most the pages
+            // writes fell short) and for writes cut short, settled from the counter while
+            // consumers released pages (low by at most those pages): see zeroing_result.
+            CHECK(s.requests_interrupted > 0);
+            CHECK(s.pages_zeroed + released.at(h).load() >= zeroed);
+            CHECK(s.pages_zeroed <= zeroed + shortfall);
+            CHECK(s.errors == 0);
+            CHECK(m.zeroable(h) == 0);
+            CHECK(stats(h)["zeroing"] == 0);
+        }
         counters.check_restored();
     }
 }
