@@ -415,7 +415,7 @@ TEST_SUITE("pool-sim")
         // The starter fallocates, the other faults pages in through its window: with both on
         // fallocate() they would run one after the other on the file's inode lock (the
         // simulated kernel holds it as the real one does), and this would see 1.
-        const auto k = fill(two_nodes().page_cost(2_MiB, 5ms), node0_2m, 64 * mib, 0, 2, 2 * mib, 1);
+        const auto k = fill(two_nodes().page_cost(2_MiB, 20ms), node0_2m, 64 * mib, 0, 2, 2 * mib, 1);
         CHECK(k.most_pages_zeroing_in_one_file == 2);
     }
 
@@ -423,8 +423,10 @@ TEST_SUITE("pool-sim")
     {
         // A file with one step leaves the second worker nothing to share: it starts the next
         // file. Each starter fallocates, so neither maps a file while the other zeroes (which
-        // would wait for it: mapping takes the memory-map lock exclusively).
-        const auto k = fill(two_nodes().page_cost(1_GiB, 30ms), node0_1g, 2 * gib, gib, 2, 16 * mib, 2);
+        // would wait for it: mapping takes the memory-map lock exclusively). A page takes 300 ms,
+        // so that the second worker starts within it even on a loaded machine (with 30 ms it
+        // once came too late under ASan, with other suites beside it).
+        const auto k = fill(two_nodes().page_cost(1_GiB, 300ms), node0_1g, 2 * gib, gib, 2, 16 * mib, 2);
         CHECK(k.most_pages_zeroing == 2);
     }
 
@@ -433,7 +435,7 @@ TEST_SUITE("pool-sim")
         // The default chunk: one file. The second worker joins through the window the starter
         // mapped before its first page; had it mapped the file itself, the mapping would have
         // waited for the starter's page on the inode lock, and there would be nothing left.
-        const auto k = fill(two_nodes().page_cost(1_GiB, 30ms), node0_1g, 2 * gib, 0, 2, 16 * mib, 1);
+        const auto k = fill(two_nodes().page_cost(1_GiB, 300ms), node0_1g, 2 * gib, 0, 2, 16 * mib, 1);
         CHECK(k.most_pages_zeroing_in_one_file == 2);
     }
 
