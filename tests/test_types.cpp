@@ -41,6 +41,23 @@ TEST_SUITE("types")
 {
     // ----- node_id -----
 
+    TEST_CASE("a size literal is a byte count or a page size, as its use says")
+    {
+        static_assert(std::uint64_t{512_MiB} == std::uint64_t{512} << 20);
+        constexpr hugezero::page_size two_mib = 2_MiB;
+        static_assert(two_mib == hugezero::page_2mib);
+        const std::uint64_t bytes = 3_GiB; // not a page size, but a byte count
+        CHECK(bytes == std::uint64_t{3} << 30);
+        CHECK(4_KiB .bytes() == 4096);
+        const auto as_page = [](hugezero::page_size size) { return size; };
+        CHECK(as_page(1_GiB) == hugezero::page_1gib);
+        CHECK_THROWS_WITH_AS(as_page(3_MiB), "hugezero: a page size must be a power of two of at least 4KiB, got 3145728 bytes",
+                             std::invalid_argument);
+        std::ostringstream text;
+        text << 512_MiB << ' ' << 1536_KiB << ' ' << 2_GiB;
+        CHECK(text.str() == "512MiB 1536KiB 2GiB");
+    }
+
     TEST_CASE("node_id holds its number and prints as its sysfs directory name")
     {
         constexpr node_id node(3);

@@ -1,5 +1,6 @@
 /// @file
-/// @brief hugezero::page_size, a huge page size in bytes, with literals and parsing.
+/// @brief hugezero::page_size, a huge page size in bytes, with parsing; size literals that are
+/// page sizes or byte counts.
 #ifndef HUGEZERO_PAGE_SIZE_HPP
 #define HUGEZERO_PAGE_SIZE_HPP
 
@@ -15,6 +16,20 @@
 #include <string_view>
 
 namespace hugezero {
+
+namespace detail {
+/// Writes @p bytes in the largest binary unit that divides it, e.g. `2MiB`, `1536KiB`, `0B`.
+inline std::ostream& write_binary_size(std::ostream& out, std::uint64_t bytes)
+{
+    constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    int unit = 0;
+    while (bytes != 0 && bytes % 1024 == 0 && unit < 6) {
+        bytes /= 1024;
+        ++unit;
+    }
+    return out << bytes << units[unit];
+}
+} // namespace detail
 
 /// A huge page size in bytes: a power of two of at least 4 KiB.
 ///
@@ -56,17 +71,7 @@ public:
     friend constexpr auto operator<=>(page_size, page_size) noexcept = default;
 
     /// Prints e.g. `2MiB`.
-    friend std::ostream& operator<<(std::ostream& out, page_size size)
-    {
-        constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-        std::uint64_t value = size.bytes_;
-        int unit = 0;
-        while (value % 1024 == 0 && unit < 6) {
-            value /= 1024;
-            ++unit;
-        }
-        return out << value << units[unit];
-    }
+    friend std::ostream& operator<<(std::ostream& out, page_size size) { return detail::write_binary_size(out, size.bytes_); }
 
 private:
     std::uint64_t bytes_;
@@ -123,14 +128,54 @@ inline page_size page_size::parse(std::string_view text)
     return page_size(bytes);
 }
 
-/// User-defined literals for page sizes: `using namespace hugezero::literals;` then `2_MiB`.
+/// A size written as a literal (`2_MiB`, `512_MiB`, `3_GiB`): a number of bytes that becomes
+/// what it is used as. A byte count (`std::uint64_t`: `pool.acquire(node, 2_MiB, 512_MiB)`,
+/// `reservoir_options{h, 4_GiB}`), or a page_size - only where it is one (`hstate{node, 3_MiB}`
+/// throws, and does not compile where it is a constant expression).
+class size_literal {
+public:
+    /// @p bytes bytes.
+    explicit consteval size_literal(std::uint64_t bytes) : bytes_(bytes) {}
+
+    /// The size in bytes.
+    [[nodiscard]] constexpr std::uint64_t bytes() const noexcept { return bytes_; }
+    /// The size in KiB.
+    [[nodiscard]] constexpr std::uint64_t kib() const noexcept { return bytes_ / 1024; }
+
+    /// As a byte count.
+    constexpr operator std::uint64_t() const noexcept { return bytes_; } // NOLINT: implicit by design
+    /// As a page size. @throws std::invalid_argument unless it is one (a power of two of at
+    /// least 4 KiB): in a constant expression (`constexpr hstate h{node, 3_MiB}`), a compile error.
+    constexpr operator page_size() const { return page_size(bytes_); } // NOLINT: implicit by design
+
+    /// Prints as a page size does, e.g. `512MiB`.
+    friend std::ostream& operator<<(std::ostream& out, size_literal size) { return detail::write_binary_size(out, size.bytes_); }
+
+private:
+    std::uint64_t bytes_;
+};
+
+/// User-defined literals for sizes, of pages or in bytes: `using namespace hugezero::literals;`
+/// then `2_MiB` (see size_literal).
 namespace literals {
-/// @p n KiB; ill-formed unless it is a valid page size.
-consteval page_size operator""_KiB(unsigned long long n) { return page_size(n << 10); }
-/// @p n MiB; ill-formed unless it is a valid page size.
-consteval page_size operator""_MiB(unsigned long long n) { return page_size(n << 20); }
-/// @p n GiB; ill-formed unless it is a valid page size.
-consteval page_size operator""_GiB(unsigned long long n) { return page_size(n << 30); }
+/// @p n KiB; ill-formed if it overflows 64 bits.
+consteval size_literal operator""_KiB(unsigned long long n)
+{
+    return n > (std::numeric_limits<std::uint64_t>::max() >> 10) ? throw std::invalid_argument("hugezero: size literal too large")
+                                                                   : size_literal(n << 10);
+}
+/// @p n MiB; ill-formed if it overflows 64 bits.
+consteval size_literal operator""_MiB(unsigned long long n)
+{
+    return n > (std::numeric_limits<std::uint64_t>::max() >> 20) ? throw std::invalid_argument("hugezero: size literal too large")
+                                                                   : size_literal(n << 20);
+}
+/// @p n GiB; ill-formed if it overflows 64 bits.
+consteval size_literal operator""_GiB(unsigned long long n)
+{
+    return n > (std::numeric_limits<std::uint64_t>::max() >> 30) ? throw std::invalid_argument("hugezero: size literal too large")
+                                                                   : size_literal(n << 30);
+}
 } // namespace literals
 
 /// The x86-64 and arm64 (4 KiB base pages) PMD-level huge page: 2 MiB.
