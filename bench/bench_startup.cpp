@@ -15,8 +15,18 @@
 //   refill_gbps_2w_one_file   two workers filling a reservoir of one file (the default chunk)
 //   raw_fallocate_gbps_1t     the machine's own limit: fallocate() of hugetlb memfds without
 //   raw_fallocate_gbps_2t     hugezero, by one thread, and by two threads (one file each)
-// Each figure is the best of --repeat runs (default 3); the refill and raw figures are taken
-// in turn in each round, so that they see the same machine. Freshly reserved pages are used
+//   scrub_gbps        one worker scrubbing a recycled lease (pool::recycle()), against
+//                     refill_gbps_1w: zeroing in user space instead of the kernel
+//   mapped_only_s     mmap + populate() of a file whose pages are all allocated: the floor
+//                     under leased_s (what hugezero cannot take away)
+//   cold_leased_s     acquire + mmap + populate() from a pool with nothing ready: the cold path,
+//                     against cold_parallel_s
+//   churn             20 VMs of a quarter of the memory each, from a reservoir of two, one
+//                     after the other, each given back before the next (and the reservoir
+//                     refilled): warm starts and refill CPU seconds, recycled and closed
+// Each figure is the best of --repeat runs (default 3); figures compared with each other (cold
+// and cold_leased, leased and mapped_only, refill and raw) are taken in turn in each round, so
+// that they see the same machine. Freshly reserved pages are used
 // once before measuring: the first touch of memory the hypervisor has not backed yet costs
 // much more, and is not what a VM start on a running host pays.
 //
@@ -45,6 +55,8 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -213,6 +225,16 @@ struct figures {
     double refill_gbps_2w_one_file = 0;
     double raw_fallocate_gbps_1t = 0;
     double raw_fallocate_gbps_2t = 0;
+    double scrub_gbps = 0;
+    double mapped_only_s = 0;
+    double cold_leased_s = 0;
+    struct churn_figures {
+        unsigned vms = 0; // 0: not measured (too few pages)
+        unsigned warm_starts_recycled = 0;
+        unsigned warm_starts_kernel = 0;
+        double refill_cpu_s_recycled = 0;
+        double refill_cpu_s_kernel = 0;
+    } churn;
     [[nodiscard]] double first_touch_gbps() const { return static_cast<double>(bytes) / cold_s / 1e9; }
     // How much of the machine's own two-thread scaling two refill workers at @p gbps keep.
     [[nodiscard]] double scaling_kept(double gbps) const
@@ -238,11 +260,15 @@ public:
         warm_up(page, bytes);
         progress(page, "cold: first touch, one thread");
         f.cold_s = best([&] { return cold(page, bytes); });
-        progress(page, "cold_parallel: populate() on every CPU");
-        f.cold_parallel_s = best([&] { return cold_parallel(page, bytes); });
-        progress(page, "leased: acquire + mmap + populate()");
-        f.leased_s = best([&] { return leased(page, bytes); });
-        progress(page, "refill with 1 and 2 workers, and raw fallocate() with 1 and 2 threads, in turn");
+        progress(page, "cold_parallel (populate() on every CPU) and cold_leased (acquire from an empty pool), in turn");
+        std::tie(f.cold_parallel_s, f.cold_leased_s) = best_in_turn([&] { return cold_parallel(page, bytes); },
+                                                                    [&] { return cold_leased(page, bytes); });
+        progress(page, "leased (acquire + mmap + populate()) and mapped_only (a file already allocated), in turn");
+        std::tie(f.leased_s, f.mapped_only_s) = best_in_turn([&] { return leased(page, bytes); },
+                                                             [&] { return mapped_only(page, bytes); });
+        progress(page, "churn: 20 VMs one after the other, recycled and closed");
+        f.churn = churn(page, bytes);
+        progress(page, "refill with 1 and 2 workers, raw fallocate() with 1 and 2 threads, and a scrub, in turn");
         const auto gbps = [bytes](double seconds) { return static_cast<double>(bytes) / seconds / 1e9; };
         for (unsigned i = 0; i < repeat_; ++i) {
             check_interrupted();
@@ -251,6 +277,7 @@ public:
             f.raw_fallocate_gbps_2t = std::max(f.raw_fallocate_gbps_2t, gbps(raw_fallocate(page, bytes, 2)));
             f.refill_gbps_2w = std::max(f.refill_gbps_2w, gbps(refill(page, bytes, 2, bytes / 2)));
             f.refill_gbps_2w_one_file = std::max(f.refill_gbps_2w_one_file, gbps(refill(page, bytes, 2, 0)));
+            f.scrub_gbps = std::max(f.scrub_gbps, scrub(page, bytes) / 1e9);
         }
         check_interrupted();
         return f;
@@ -274,6 +301,33 @@ private:
         }
         check_interrupted();
         return best;
+    }
+
+    // The best of --repeat runs of each, taken in turn, so that both see the same machine.
+    std::pair<double, double> best_in_turn(const std::function<double()>& first, const std::function<double()>& second)
+    {
+        std::pair<double, double> best{std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
+        for (unsigned i = 0; i < repeat_; ++i) {
+            check_interrupted();
+            best.first = std::min(best.first, first());
+            check_interrupted();
+            best.second = std::min(best.second, second());
+        }
+        check_interrupted();
+        return best;
+    }
+
+    // Builds @p m's page tables (or faults its pages in) with @p threads threads, and returns the
+    // seconds since @p start.
+    double populated(const hugezero::mapping& m, unsigned threads, clock_type::time_point start) const
+    {
+        hugezero::prefault_options options;
+        options.threads = threads;
+        const auto r = hugezero::populate(m, options, stop_.token());
+        const double took = seconds(clock_type::now() - start);
+        check_interrupted();
+        require(r);
+        return took;
     }
 
     static void require(const hugezero::prefault_result& r)
@@ -307,13 +361,7 @@ private:
     {
         const auto start = clock_type::now();
         const auto m = hugezero::mapping::map_anonymous(bytes, page);
-        hugezero::prefault_options options;
-        options.threads = static_cast<unsigned>(std::max<std::size_t>(1, hugezero::current_affinity().count()));
-        const auto r = hugezero::populate(m, options, stop_.token());
-        const double took = seconds(clock_type::now() - start);
-        check_interrupted();
-        require(r);
-        return took;
+        return populated(m, static_cast<unsigned>(std::max<std::size_t>(1, hugezero::current_affinity().count())), start);
     }
 
     double leased(hugezero::page_size page, std::uint64_t bytes)
@@ -329,17 +377,11 @@ private:
         if (!got)
             throw std::runtime_error(got.message);
         const auto m = got.lease.map();
-        // Every page exists on the node: populate() only builds page tables (~0.7 us per 2 MiB
-        // page), which the calling thread does faster than threads can be started and pinned.
-        hugezero::prefault_options populate_options;
-        populate_options.threads = 1;
-        const auto r = hugezero::populate(m, populate_options, stop_.token());
-        const double took = seconds(clock_type::now() - start);
-        check_interrupted();
-        require(r);
         if (got.lease.cold_pages() != 0)
             throw std::runtime_error("a lease from a full reservoir had cold pages");
-        return took;
+        // Every page exists on the node: populate() only builds page tables (~0.7 us per 2 MiB
+        // page), which the calling thread does faster than threads can be started and pinned.
+        return populated(m, 1, start);
     }
 
     // From start() to a full reservoir of files of @p chunk_bytes (0: one file).
@@ -354,6 +396,103 @@ private:
         pool.start();
         fill(pool);
         return seconds(clock_type::now() - start);
+    }
+
+    // The floor of a warm start: the pages are all there, only the mapping and page tables cost.
+    double mapped_only(hugezero::page_size page, std::uint64_t bytes)
+    {
+        int error = 0;
+        const hugezero::detail::unique_fd fd = hugezero::detail::create_hugetlb_memfd("bench-mapped", page, error);
+        if (!fd)
+            throw std::system_error(error, std::system_category(), "memfd_create for mapped_only");
+        if ((error = hugezero::detail::allocate_pages(fd.get(), page, 0, bytes / page.bytes())) != 0)
+            throw std::system_error(error, std::system_category(), "fallocate for mapped_only");
+        const auto start = clock_type::now();
+        const auto m = hugezero::mapping::map_shared(fd.get(), bytes, page);
+        return populated(m, 1, start); // every page is there: page tables only
+    }
+
+    // A VM start from a pool with nothing ready: the cold path allocates every page.
+    double cold_leased(hugezero::page_size page, std::uint64_t bytes)
+    {
+        const hugezero::hstate which{hugezero::node_id(0), page};
+        hugezero::pool pool(machine_, {});
+        const auto start = clock_type::now();
+        auto got = pool.acquire(which, bytes, stop_.token());
+        if (!got)
+            throw std::runtime_error(got.message);
+        const auto m = got.lease.map();
+        return populated(m, 1, start); // every page is there: page tables only
+    }
+
+    // 20 VMs of a quarter of @p bytes, from a reservoir of two such files, one after the
+    // other: each gives its lease back (recycled, or closed) before the next starts, once the
+    // reservoir is full again. Needs 3 VMs' pages (one out, the reservoir refilling behind it).
+    figures::churn_figures churn(hugezero::page_size page, std::uint64_t bytes)
+    {
+        figures::churn_figures c;
+        const std::uint64_t vm = std::max<std::uint64_t>(1, bytes / page.bytes() / 4) * page.bytes();
+        if (3 * vm > bytes)
+            return c;
+        c.vms = 20;
+        std::tie(c.warm_starts_recycled, c.refill_cpu_s_recycled) = churn_run(page, vm, c.vms, true);
+        std::tie(c.warm_starts_kernel, c.refill_cpu_s_kernel) = churn_run(page, vm, c.vms, false);
+        return c;
+    }
+
+    std::pair<unsigned, double> churn_run(hugezero::page_size page, std::uint64_t vm, unsigned vms, bool recycle)
+    {
+        const hugezero::hstate which{hugezero::node_id(0), page};
+        hugezero::pool_options options;
+        options.reservoirs.push_back({which, 2 * vm, vm, 0});
+        options.quiet_after_lease = std::chrono::nanoseconds::zero();
+        hugezero::pool pool(machine_, options);
+        pool.start();
+        fill(pool);
+        const auto before = pool.statistics(which);
+        unsigned warm = 0;
+        for (unsigned i = 0; i < vms; ++i) {
+            check_interrupted();
+            auto got = pool.acquire(which, vm);
+            if (!got)
+                throw std::runtime_error(got.message);
+            warm += got.lease.cold_pages() == 0 ? 1 : 0;
+            if (recycle)
+                (void)pool.recycle(std::move(got.lease));
+            else
+                got.lease.close();
+            fill(pool);
+        }
+        const auto after = pool.statistics(which);
+        const auto cpu = (after.refill_time - before.refill_time) + (after.scrub_time - before.scrub_time);
+        return {warm, seconds(cpu)};
+    }
+
+    // One worker's scrub rate (bytes per second of time in its scrub steps) for a lease of
+    // @p bytes that a tenant wrote to and gave back.
+    double scrub(hugezero::page_size page, std::uint64_t bytes)
+    {
+        const hugezero::hstate which{hugezero::node_id(0), page};
+        hugezero::pool_options options;
+        options.reservoirs.push_back({which, bytes, 0, 0});
+        options.quiet_after_lease = std::chrono::nanoseconds::zero();
+        hugezero::pool pool(machine_, options);
+        pool.start();
+        fill(pool);
+        pool.pause(); // the refill must leave the room to the lease coming back
+        auto got = pool.acquire(which, bytes);
+        if (!got)
+            throw std::runtime_error(got.message);
+        {
+            const auto m = got.lease.map();
+            std::memset(m.data(), 0xa5, m.size()); // the tenant's data
+        }
+        const auto r = pool.recycle(std::move(got.lease));
+        if (!r)
+            throw std::runtime_error(r.message);
+        pool.resume();
+        fill(pool);
+        return pool.statistics(which).scrub_bytes_per_second();
     }
 
     // The machine's own limit: @p threads threads, started together, each fallocate()s its
@@ -432,7 +571,14 @@ void print_json(const std::vector<figures>& results)
                   << ",\"refill_gbps_1w\":" << number(f.refill_gbps_1w) << ",\"refill_gbps_2w\":" << number(f.refill_gbps_2w)
                   << ",\"refill_gbps_2w_one_file\":" << number(f.refill_gbps_2w_one_file)
                   << ",\"raw_fallocate_gbps_1t\":" << number(f.raw_fallocate_gbps_1t)
-                  << ",\"raw_fallocate_gbps_2t\":" << number(f.raw_fallocate_gbps_2t) << '}';
+                  << ",\"raw_fallocate_gbps_2t\":" << number(f.raw_fallocate_gbps_2t)
+                  << ",\"scrub_gbps\":" << number(f.scrub_gbps) << ",\"scrub_stores\":\""
+                  << hugezero::detail::to_string(hugezero::detail::stores_for_this_cpu()) << '"'
+                  << ",\"mapped_only_s\":" << number(f.mapped_only_s) << ",\"cold_leased_s\":" << number(f.cold_leased_s)
+                  << ",\"churn\":{\"vms\":" << f.churn.vms << ",\"warm_starts_recycled\":" << f.churn.warm_starts_recycled
+                  << ",\"warm_starts_kernel\":" << f.churn.warm_starts_kernel
+                  << ",\"refill_cpu_s_recycled\":" << number(f.churn.refill_cpu_s_recycled)
+                  << ",\"refill_cpu_s_kernel\":" << number(f.churn.refill_cpu_s_kernel) << "}}";
     }
     std::cout << "]}\n";
 }
@@ -462,6 +608,23 @@ void print_table(const std::vector<figures>& results)
                   << "% (one file) of the machine's two-thread scaling (goal 90%: "
                   << (std::min(f.scaling_kept(f.refill_gbps_2w), f.scaling_kept(f.refill_gbps_2w_one_file)) >= 0.9 ? "met" : "MISSED")
                   << ")\n";
+        const double scrub_goal = f.page == hugezero::page_1gib ? 2 : 3;
+        std::cout << "  scrub_gbps        " << number(f.scrub_gbps) << "   (" << number(f.scrub_gbps / f.refill_gbps_1w)
+                  << "x the kernel's refill, one worker each, "
+                  << hugezero::detail::to_string(hugezero::detail::stores_for_this_cpu()) << " stores; goal " << scrub_goal
+                  << "x: " << (f.scrub_gbps >= scrub_goal * f.refill_gbps_1w ? "met" : "MISSED") << ")\n";
+        std::cout << "  mapped_only_s     " << number(f.mapped_only_s) << "   (leased_s is " << number(f.leased_s / f.mapped_only_s)
+                  << "x it; goal 1.5x: " << (f.leased_s <= 1.5 * f.mapped_only_s ? "met" : "MISSED") << ")\n"
+                  << "  cold_leased_s     " << number(f.cold_leased_s) << "   (" << number(f.cold_parallel_s / f.cold_leased_s)
+                  << "x as fast as cold_parallel; goal 0.95x: " << (f.cold_parallel_s >= 0.95 * f.cold_leased_s ? "met" : "MISSED")
+                  << ")\n";
+        if (f.churn.vms == 0)
+            std::cout << "  churn             not measured (fewer than 3 VMs' pages of a quarter each)\n";
+        else
+            std::cout << "  churn             " << f.churn.vms << " VMs: recycled " << f.churn.warm_starts_recycled
+                      << " warm starts, " << number(f.churn.refill_cpu_s_recycled) << " s refill CPU; closed "
+                      << f.churn.warm_starts_kernel << " warm starts, " << number(f.churn.refill_cpu_s_kernel) << " s ("
+                      << number(f.churn.refill_cpu_s_kernel / f.churn.refill_cpu_s_recycled) << "x)\n";
     }
 }
 

@@ -21,6 +21,7 @@
 
 #include "support/hstates.hpp"
 #include "support/hugepages.hpp"
+#include "support/pool_pages.hpp"
 #include "support/resources.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
@@ -32,6 +33,10 @@ using hugezero::node_id;
 using clock_type = std::chrono::steady_clock;
 using hugezero::test::node0_1g;
 using hugezero::test::node0_2m;
+
+using hugezero::test::all_zero;
+using hugezero::test::free_pages;
+using resources = hugezero::test::pool_resources;
 
 namespace {
 
@@ -48,42 +53,12 @@ std::string list_fds()
     return out;
 }
 
-std::uint64_t free_pages(hugezero::page_size size)
-{
-    return hugezero::test::read_sysfs_counter("/sys/kernel/mm/hugepages/hugepages-" + std::to_string(size.kib())
-                                              + "kB/free_hugepages")
-        .value_or(0);
-}
-
-// What a test must give back: fds, threads and free huge pages, as they were at construction.
-struct resources {
-    explicit resources(hugezero::page_size s) : size(s), counts(hugezero::test::count_resources()), free(free_pages(s)) {}
-    void check_restored() const
-    {
-        CHECK(hugezero::test::count_resources() == counts);
-        CHECK(free_pages(size) == free);
-    }
-    hugezero::page_size size;
-    hugezero::test::resource_counts counts;
-    std::uint64_t free;
-};
-
 hugezero::pool_options one_reservoir(const hstate& h, std::uint64_t target_bytes, std::uint64_t chunk_bytes = 0,
                                      std::uint64_t floor_pages = 0)
 {
     hugezero::pool_options options;
     options.reservoirs.push_back({h, target_bytes, chunk_bytes, floor_pages});
     return options;
-}
-
-bool all_zero(const hugezero::mapping& m)
-{
-    static const std::vector<std::byte> zeros(mib);
-    const std::byte* p = m.data();
-    for (std::uint64_t offset = 0; offset < m.size(); offset += mib)
-        if (std::memcmp(p + offset, zeros.data(), std::min<std::uint64_t>(mib, m.size() - offset)) != 0)
-            return false;
-    return true;
 }
 
 // The node of every page of the mapping, as move_pages(2) reports it (a page not present

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <future>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -200,6 +201,78 @@ TEST_SUITE("pool-sim")
         CHECK_THROWS_WITH_AS(hugezero::pool(t.machine, twice), "hugezero: pool_options lists the reservoir node0/2MiB twice",
                              std::invalid_argument);
         CHECK_THROWS_AS(p.set_target(node0_1g, 0), std::invalid_argument);
+    }
+
+    TEST_CASE("a lease that would need more cold pages than max_cold_pages fails at once with EAGAIN, allocating nothing")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool p(t.machine, one_reservoir(node0_2m, 8 * mib));
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            const auto allocated = t.kernel->file_stats().pages_allocated;
+            hugezero::acquire_options warm_only;
+            warm_only.max_cold_pages = 0;
+            const auto refused = p.acquire(node0_2m, 16 * mib, warm_only);
+            CHECK(refused.error == std::error_code(EAGAIN, std::system_category()));
+            CHECK(refused.message
+                  == "hugezero: cannot lease 16MiB of node0/2MiB huge pages: the reservoir had 4 of its pages ready, and the 4 "
+                     "others would be cold (allocated and zeroed now), more than the 0 acquire_options::max_cold_pages allows "
+                     "(nothing was allocated): " + std::error_code(EAGAIN, std::system_category()).message());
+            CHECK(t.kernel->file_stats().pages_allocated == allocated);
+            CHECK(p.statistics(node0_2m).ready_pages == 4); // the file went back
+            auto warm = p.acquire(node0_2m, 8 * mib, warm_only);
+            REQUIRE_MESSAGE(warm, warm.message);
+            CHECK(warm.lease.cold_pages() == 0);
+            REQUIRE(p.wait_filled(10s));
+            hugezero::acquire_options some_cold;
+            some_cold.max_cold_pages = 4;
+            auto mixed = p.acquire(node0_2m, 16 * mib, some_cold);
+            REQUIRE_MESSAGE(mixed, mixed.message);
+            CHECK(mixed.lease.cold_pages() == 4);
+        }
+        t.check_restored();
+    }
+
+    TEST_CASE("several leases from one call, one per node, all or none: if one cannot be made, the others go back as they were")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool_options options = one_reservoir(node0_2m, 8 * mib);
+            options.reservoirs.push_back({node1_2m, 8 * mib, 0, 0});
+            hugezero::pool p(t.machine, options);
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            p.pause();
+            const std::vector<hugezero::lease_request> both{{node0_2m, 8 * mib}, {node1_2m, 8 * mib}};
+            auto made = p.acquire(both);
+            REQUIRE_MESSAGE(made, made.message);
+            REQUIRE(made.leases.size() == 2);
+            for (std::size_t i = 0; i < 2; ++i) {
+                CHECK(made.leases[i].which() == both[i].which);
+                CHECK(made.leases[i].cold_pages() == 0);
+                CHECK(t.kernel->file_layout(made.leases[i].fd()).second
+                      == std::map<hugezero::node_id, std::uint64_t>{{both[i].which.node, 4}});
+            }
+            made.leases.clear();
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+            p.pause();
+            const auto allocated = t.kernel->file_stats().pages_allocated;
+            const std::vector<hugezero::lease_request> too_much{{node0_2m, 16 * mib}, {node1_2m, 1024 * mib}};
+            const auto none = p.acquire(too_much);
+            CHECK_FALSE(none);
+            CHECK(none.leases.empty());
+            CHECK(none.error == std::error_code(ENOSPC, std::system_category()));
+            CHECK(none.message.rfind("hugezero: lease 2 of 2 not made, and none was: cannot lease 1GiB of node1/2MiB huge pages: ", 0)
+                  == 0);
+            // The first lease's file went back with its 4 cold pages, ready: a file of 8.
+            const auto s = p.statistics(node0_2m);
+            CHECK(s.ready_pages == 8);
+            CHECK(s.leases_out == 0);
+            CHECK(t.kernel->file_stats().pages_allocated == allocated + 4);
+        }
+        t.check_restored();
     }
 
     TEST_CASE("an acquire the node cannot serve fails at once with ENOSPC and allocates nothing")
@@ -565,6 +638,34 @@ TEST_SUITE("pool-sim")
         CHECK(clock_type::now() - start >= 200ms);
     }
 
+    TEST_CASE("a cold lease is allocated by QEMU's count of threads, in parallel, every page on the node")
+    {
+        // 128 MiB on a node of two CPUs: QEMU's rule gives two threads (one per 64 MiB, at most
+        // one per CPU), each bound to the node; one thread would zero one page at a time.
+        sim_pool_machine t(two_nodes().page_cost(2_MiB, 5ms));
+        {
+            hugezero::pool p(t.machine, hugezero::pool_options{});
+            const auto got = p.acquire(node1_2m, 128 * mib);
+            REQUIRE_MESSAGE(got, got.message);
+            CHECK(got.lease.cold_pages() == 64);
+            CHECK(t.kernel->file_stats().most_pages_zeroing == 2);
+            CHECK(t.kernel->file_layout(got.lease.fd()).second == std::map<hugezero::node_id, std::uint64_t>{{node1_2m.node, 64}});
+        }
+        t.check_restored();
+    }
+
+    TEST_CASE("a small cold lease is allocated by the calling thread alone")
+    {
+        sim_pool_machine t(two_nodes().page_cost(2_MiB, 1ms));
+        {
+            hugezero::pool p(t.machine, hugezero::pool_options{});
+            const auto got = p.acquire(node1_2m, 64 * mib); // one thread per 64 MiB
+            REQUIRE_MESSAGE(got, got.message);
+            CHECK(t.kernel->file_stats().most_pages_zeroing == 1);
+        }
+        t.check_restored();
+    }
+
     TEST_CASE("a cold allocation stops at the stop token: ECANCELED, nothing kept")
     {
         sim_pool_machine t(two_nodes().page_cost(2_MiB, 5ms)); // 64 pages: 320 ms to cancel in
@@ -839,8 +940,8 @@ TEST_SUITE("pool-sim")
     }
 }
 
-// Every hugetlb file call of a whole pool life (refill, leases warm, trimmed and grown, a lower
-// target, the end) made to fail in turn, with each errno the kernel can give: whatever fails,
+// Every hugetlb file call of a whole pool life (refill, leases warm, trimmed and grown, one given
+// back and scrubbed, a lower target, the end) made to fail in turn, with each errno the kernel can give: whatever fails,
 // the pool reports it and gives every page, file, fd and thread back.
 TEST_SUITE("pool-sim")
 {
@@ -861,6 +962,8 @@ TEST_SUITE("pool-sim")
             else
                 CHECK(got.message.rfind("hugezero: cannot lease ", 0) == 0);
         }
+        if (!leases.empty()) // given back: looked at, scrubbed, back in the reservoir (or not)
+            (void)p.recycle(std::move(leases.front()));
         (void)p.wait_filled(5s);
         p.set_target(node0_2m, 4 * mib);
         leases.clear();

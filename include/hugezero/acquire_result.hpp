@@ -6,6 +6,7 @@
 #include <ostream>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <hugezero/lease.hpp>
 
@@ -19,6 +20,7 @@ namespace hugezero {
 ///   floor (decided before anything is allocated, when the counters already tell);
 /// - `EPERM`, `EACCES`: not allowed to allocate them;
 /// - `ENODEV`: the machine has no such node, or the node no such page size;
+/// - `EAGAIN`: the lease would need more cold pages than acquire_options::max_cold_pages;
 /// - `ECANCELED`: the stop token was triggered while pages were being allocated;
 /// - anything else the kernel reported (`EMFILE`, `ENOMEM`, ...).
 struct acquire_result {
@@ -36,6 +38,17 @@ struct acquire_result {
             return out << r.message;
         return out << r.lease;
     }
+};
+
+/// The outcome of pool::acquire(std::span<const lease_request>, const acquire_options&):
+/// every lease asked for, in order, or none and why.
+struct acquire_many_result {
+    std::vector<hugezero::lease> leases; ///< One per request; empty when there is an error.
+    std::error_code error;               ///< Empty on success; else the failed request's error.
+    std::string message;                 ///< Empty on success; else which request failed, and why.
+
+    /// Whether every lease was made.
+    explicit operator bool() const noexcept { return !error; }
 };
 
 } // namespace hugezero

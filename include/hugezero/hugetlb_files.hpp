@@ -12,6 +12,7 @@
 
 #include <sys/mman.h>
 
+#include <hugezero/detail/file_holders.hpp>
 #include <hugezero/detail/hugetlb_file.hpp>
 #include <hugezero/node_id.hpp>
 #include <hugezero/page_size.hpp>
@@ -77,6 +78,22 @@ public:
     /// which the calling thread faults pages in; null, with @p error set, if it cannot be made.
     virtual std::unique_ptr<populate_window> window(int fd, page_size page, std::uint64_t pages, int& error) noexcept = 0;
 
+    /// Writes zeros to pages [@p first, @p first + @p count) of the file, which must be
+    /// allocated, from the calling thread (user space: non-temporal stores where the CPU has
+    /// them): how the pool scrubs a recycled file. Not interrupted by signals. 0 or the errno.
+    virtual int scrub(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept = 0;
+
+    /// A new open file description of the file behind @p fd, read-write (`O_CLOEXEC`): what a
+    /// lease gets, while the pool keeps @p fd to tell later whether the lease is gone for good
+    /// (sole_reference()). -errno if it cannot be made.
+    virtual int reopen(int fd) noexcept = 0;
+
+    /// Whether @p fd's open file description is the only reference to its file left anywhere:
+    /// no other description, no descriptor in flight in a socket, no mapping, in any process.
+    /// 0 if so; `EBUSY` if not (@p holder then names one if it can be found, e.g. `fd 9 of
+    /// process 4242`); another errno if it cannot be known.
+    virtual int sole_reference(int fd, std::string& holder) noexcept = 0;
+
     /// Sets the file's size to @p pages: pages past it go back to the kernel; growing adds
     /// none. 0 or the errno.
     virtual int resize(int fd, page_size page, std::uint64_t pages) noexcept = 0;
@@ -91,7 +108,8 @@ public:
 
 /// The real kernel's hugetlb files: memfd_create(MFD_HUGETLB), fallocate(), mmap +
 /// `MADV_POPULATE_WRITE` (fallocate() where the kernel lacks it, before 5.14), ftruncate(),
-/// fstat(), set_mempolicy().
+/// fstat(), set_mempolicy(); mmap + non-temporal stores to scrub; a reopen through
+/// `/proc/self/fd` and a write lease (`F_SETLEASE`) to prove a lease given back is gone.
 class kernel_hugetlb_files final : public hugetlb_files {
 public:
     /// The one instance every real backend shares.
@@ -104,8 +122,15 @@ public:
     int create(const std::string& name, page_size page) noexcept override
     {
         int error = 0;
-        detail::unique_fd fd = detail::create_hugetlb_memfd(name, page, error);
-        return fd ? fd.release() : -error;
+        detail::unique_fd memfd = detail::create_hugetlb_memfd(name, page, error);
+        if (!memfd)
+            return -error;
+        // memfd_create()'s own description does not count as open for writing, so the write
+        // lease that sole_reference() takes could never be had on it: the pool keeps a
+        // reopened one, which counts like any other. Without /proc, the memfd itself
+        // (whose leases cannot be recycled).
+        const int reopened = detail::reopen_file(memfd.get());
+        return reopened >= 0 ? reopened : memfd.release();
     }
     int allocate(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept override
     {
@@ -127,6 +152,22 @@ public:
             error = ENOMEM;
             return nullptr;
         }
+    }
+    int scrub(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept override
+    {
+        return detail::scrub_pages(fd, page, first, count);
+    }
+    int reopen(int fd) noexcept override { return detail::reopen_file(fd); }
+    int sole_reference(int fd, std::string& holder) noexcept override
+    {
+        const int error = detail::sole_description(fd);
+        if (error == EBUSY) {
+            try {
+                holder = detail::find_other_holders(fd).holder;
+            } catch (...) {
+            }
+        }
+        return error;
     }
     int resize(int fd, page_size page, std::uint64_t pages) noexcept override
     {

@@ -39,6 +39,7 @@
 #include <hugezero/zeroing_request.hpp>
 
 // The stock-kernel pool: leases of pre-zeroed hugetlb memory, prefault, fd hand-off.
+#include <hugezero/acquire_options.hpp>
 #include <hugezero/acquire_result.hpp>
 #include <hugezero/fd_passing.hpp>
 #include <hugezero/lease.hpp>
@@ -47,6 +48,7 @@
 #include <hugezero/pool_options.hpp>
 #include <hugezero/pool_statistics.hpp>
 #include <hugezero/prefault.hpp>
+#include <hugezero/recycle_result.hpp>
 
 /// @namespace hugezero
 /// @brief Everything public in hugezero. Internals live in the nested `detail` namespace and may

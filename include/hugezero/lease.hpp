@@ -24,9 +24,10 @@ namespace detail {
 class lease_owner {
 public:
     virtual ~lease_owner() = default;
-    /// A lease of @p pages pages of @p which was closed (@p pages_back: its pages went back to
-    /// the kernel, unless something else still refers to the file) or released (they did not).
-    virtual void lease_closed(const hstate& which, std::uint64_t pages, bool pages_back) noexcept = 0;
+    /// A lease of @p pages pages of @p which, made with @p ticket, was closed (@p pages_back:
+    /// its pages went back to the kernel, unless something else still refers to the file) or
+    /// released (they did not).
+    virtual void lease_closed(const hstate& which, std::uint64_t pages, bool pages_back, std::uint64_t ticket) noexcept = 0;
 };
 
 struct lease_access;
@@ -59,7 +60,8 @@ public:
     /// Takes over @p other; @p other is left closed.
     lease(lease&& other) noexcept
         : fd_(std::move(other.fd_)), which_(other.which_), pages_(std::exchange(other.pages_, 0)),
-          cold_pages_(std::exchange(other.cold_pages_, 0)), owner_(std::move(other.owner_))
+          cold_pages_(std::exchange(other.cold_pages_, 0)), ticket_(std::exchange(other.ticket_, 0)),
+          owner_(std::move(other.owner_))
     {
     }
     /// Closes this lease, then takes over @p other.
@@ -71,6 +73,7 @@ public:
             which_ = other.which_;
             pages_ = std::exchange(other.pages_, 0);
             cold_pages_ = std::exchange(other.cold_pages_, 0);
+            ticket_ = std::exchange(other.ticket_, 0);
             owner_ = std::move(other.owner_);
         }
         return *this;
@@ -174,8 +177,8 @@ private:
     friend struct detail::lease_access;
 
     lease(detail::unique_fd fd, const hstate& which, std::uint64_t pages, std::uint64_t cold_pages,
-          std::shared_ptr<detail::lease_owner> owner) noexcept
-        : fd_(std::move(fd)), which_(which), pages_(pages), cold_pages_(cold_pages), owner_(std::move(owner))
+          std::shared_ptr<detail::lease_owner> owner, std::uint64_t ticket) noexcept
+        : fd_(std::move(fd)), which_(which), pages_(pages), cold_pages_(cold_pages), ticket_(ticket), owner_(std::move(owner))
     {
     }
 
@@ -188,15 +191,17 @@ private:
     void notify_owner(bool pages_back) noexcept
     {
         if (auto owner = std::exchange(owner_, nullptr))
-            owner->lease_closed(which_, pages_, pages_back);
+            owner->lease_closed(which_, pages_, pages_back, ticket_);
         pages_ = 0;
         cold_pages_ = 0;
+        ticket_ = 0;
     }
 
     detail::unique_fd fd_;
     hstate which_{node_id(0), page_2mib};
     std::uint64_t pages_ = 0;
     std::uint64_t cold_pages_ = 0;
+    std::uint64_t ticket_ = 0; // the owner's name for it (0: none)
     std::shared_ptr<detail::lease_owner> owner_;
 };
 
@@ -205,9 +210,21 @@ namespace detail {
 /// Makes leases: the pool, and receive_lease() for a lease that came over a socket.
 struct lease_access {
     static lease make(unique_fd fd, const hstate& which, std::uint64_t pages, std::uint64_t cold_pages,
-                      std::shared_ptr<lease_owner> owner) noexcept
+                      std::shared_ptr<lease_owner> owner, std::uint64_t ticket = 0) noexcept
     {
-        return lease(std::move(fd), which, pages, cold_pages, std::move(owner));
+        return lease(std::move(fd), which, pages, cold_pages, std::move(owner), ticket);
+    }
+    /// @p l's ticket (0: none).
+    static std::uint64_t ticket_of(const lease& l) noexcept { return l.ticket_; }
+    /// Who @p l reports its end to (null for a closed lease).
+    static const lease_owner* owner_of(const lease& l) noexcept { return l.owner_.get(); }
+    /// Takes @p l's fd: the owner counts the lease as ended with its pages kept. @p l is left
+    /// closed.
+    static unique_fd take_fd(lease& l) noexcept
+    {
+        unique_fd fd = std::move(l.fd_);
+        l.notify_owner(false);
+        return fd;
     }
 };
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -18,16 +19,21 @@
 #include <utility>
 #include <vector>
 
+#include <hugezero/acquire_options.hpp>
 #include <hugezero/acquire_result.hpp>
+#include <hugezero/detail/lease_batch.hpp>
 #include <hugezero/detail/lease_maker.hpp>
 #include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/recycler.hpp>
 #include <hugezero/detail/refill_worker.hpp>
+#include <hugezero/detail/target_change.hpp>
 #include <hugezero/detail/worker_group.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/lease.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/pool_options.hpp>
 #include <hugezero/pool_statistics.hpp>
+#include <hugezero/recycle_result.hpp>
 
 namespace hugezero {
 
@@ -42,10 +48,11 @@ namespace hugezero {
 /// - one of exactly the size asked for: handed over as it is (microseconds);
 /// - else the smallest larger one, trimmed to size (the excess pages go back to the kernel);
 /// - else the largest smaller one (or the file being filled, which its workers leave after
-///   their step), grown to size with the missing pages allocated on the spot, in the caller,
-///   on the node: they are counted as cold.
-/// Pages never move between files and the pool never writes to them: every page of a lease
-/// was zeroed by the kernel when it was allocated. See docs/pool.md for the design.
+///   their step), grown to size with the missing pages allocated on the spot, on the node, by
+///   as many threads as QEMU's prealloc rule gives: they are counted as cold.
+/// Pages never move between files. Every page of a lease was zeroed by the kernel when it was
+/// allocated, or by the pool when the lease of a previous tenant was recycled (recycle()).
+/// See docs/pool.md for the design.
 ///
 /// Neither the refill nor an acquire() takes a node below its reservoir's floor of free pages.
 /// The refill runs at most at the configured rate, can be paused, and is cancelled through
@@ -87,12 +94,10 @@ public:
     ~pool()
     {
         stop();
-        std::vector<detail::pool_file> files;
         auto g = e_.state->core.lock();
-        for (auto& [h, slot] : g->slots)
-            for (auto& f : slot.files.take_all())
-                files.push_back(std::move(f));
+        std::vector<detail::pool_file> files = g->take_every_file();
         g.unlock(); // `files` close outside the lock
+        (void)e_.state->descriptions.take_all(); // the leases out keep their pages
     }
 
     /// Starts the refill workers. Returns once each has applied its thread settings, so
@@ -157,20 +162,28 @@ public:
     [[nodiscard]] const std::vector<hstate>& hstates() const noexcept { return listed_; }
 
     /// Leases @p bytes (rounded up to whole pages) of @p size pages on @p node. See
-    /// acquire(const hstate&, std::uint64_t, std::stop_token).
+    /// acquire(const hstate&, std::uint64_t, const acquire_options&).
     acquire_result acquire(node_id node, page_size size, std::uint64_t bytes, std::stop_token stop = {})
     {
-        return acquire(hstate{node, size}, bytes, std::move(stop));
+        return acquire(hstate{node, size}, bytes, acquire_options{std::nullopt, std::move(stop)});
+    }
+
+    /// Leases @p bytes of @p h, with no limit on cold pages, @p stop cancelling their
+    /// allocation. See acquire(const hstate&, std::uint64_t, const acquire_options&).
+    acquire_result acquire(const hstate& h, std::uint64_t bytes, std::stop_token stop = {})
+    {
+        return acquire(h, bytes, acquire_options{std::nullopt, std::move(stop)});
     }
 
     /// Leases @p bytes (rounded up to whole pages) of @p h: one fd of exactly that size, every
     /// page allocated, zero and on the node.
     ///
     /// Takes the reservoir file that fits best (see the class description), and allocates on the
-    /// spot, in the calling thread (bound to the node's memory for the call), the pages the
-    /// reservoir did not have: lease::cold_pages() says how many. When a file fits, this takes
-    /// microseconds. If the node's free pages above the floor cannot cover the missing pages,
-    /// it fails with `ENOSPC` before allocating any. @p stop cancels the allocation of cold
+    /// spot, on the node (threads pinned to its CPUs, by QEMU's rule), the pages the reservoir
+    /// did not have: lease::cold_pages() says how many. When a file fits, this takes
+    /// microseconds. It fails before allocating any page with `EAGAIN` if more would be cold
+    /// than acquire_options::max_cold_pages allows, and with `ENOSPC` if the node's free pages
+    /// above the floor cannot cover them. acquire_options::stop cancels the allocation of cold
     /// pages between steps (`ECANCELED`).
     ///
     /// On an error nothing is kept: pages allocated for the lease go back to the kernel and a
@@ -178,20 +191,33 @@ public:
     /// its ready pages, to the kernel, counted in reservoir_statistics::errors).
     /// @return the lease, or an error value (see acquire_result).
     /// @throws std::invalid_argument if @p bytes is 0.
-    acquire_result acquire(const hstate& h, std::uint64_t bytes, std::stop_token stop = {})
+    acquire_result acquire(const hstate& h, std::uint64_t bytes, const acquire_options& options)
     {
-        if (bytes == 0)
-            throw std::invalid_argument("hugezero: cannot lease 0 bytes of " + to_string(h) + " huge pages");
-        try {
-            (void)e_.m.topology().info(h);
-        } catch (const std::invalid_argument& e) {
-            std::string reason = e.what();
-            reason.erase(0, std::string_view("hugezero: ").size());
-            return detail::acquire_failure(ENODEV, detail::cannot_lease(bytes, h) + reason);
-        }
-        const std::uint64_t pages = bytes / h.size.bytes() + (bytes % h.size.bytes() != 0 ? 1 : 0);
-        return detail::lease_maker(e_, h, bytes, pages, std::move(stop)).make();
+        return detail::lease_maker::acquire(e_, h, bytes, options);
     }
+
+    /// Leases one file per request, with @p options for each: a VM with several memory backends
+    /// (one per node, or per DIMM). All or none: if one cannot be made, those already made go
+    /// back to their reservoirs as they are (they never left the pool: their cold pages stay
+    /// ready), and the result names the request that failed and why.
+    /// @throws std::invalid_argument if a request is for 0 bytes.
+    acquire_many_result acquire(std::span<const lease_request> requests, const acquire_options& options = {})
+    {
+        return detail::lease_all(e_, requests, options);
+    }
+
+    /// Gives @p l back for reuse (it is left closed). Once the pool's own description of the
+    /// file is the last reference to it - no copy of the lease's fd, no mapping, no fd in flight
+    /// in a socket, in any process: the kernel tells (a write lease, `F_SETLEASE`) - a refill
+    /// worker of the node scrubs the file (zeros from user space, paced, pausable and
+    /// cancellable like a refill) and it joins the reservoir, cut to the room it has. While
+    /// something still refers to the file, the pool looks again every retry period
+    /// (`deferred`). If the reservoir has no room, or there is none for the lease's hstate, its
+    /// pages go back to the kernel as when a lease closes; the result says which. See
+    /// docs/pool.md, "Recycling".
+    /// @throws hugezero::closed_handle_error if @p l is closed; std::invalid_argument if this
+    /// pool did not make it.
+    recycle_result recycle(lease&& l) { return detail::recycler::take_back(e_, l); }
 
     /// Changes the target of @p h's reservoir. A lower target gives ready pages back to the
     /// kernel at once (whole files, then the excess of one file, counted as trimmed); a higher
@@ -265,33 +291,7 @@ private:
 
 inline void pool::set_target(const hstate& h, std::uint64_t target_bytes)
 {
-    const auto it = e_.state->counters.find(h);
-    if (it == e_.state->counters.end() || !it->second->listed)
-        throw std::invalid_argument("hugezero: the pool has no reservoir for " + to_string(h));
-    std::vector<detail::pool_file> surplus;
-    std::optional<std::pair<detail::pool_file, std::uint64_t>> excess;
-    {
-        auto g = e_.state->core.lock();
-        detail::reservoir_slot& slot = g->slots.at(h);
-        slot.target_pages = pages_for(target_bytes, h.size);
-        slot.counters->target_pages.store(slot.target_pages);
-        if (slot.chunk_follows_target)
-            slot.chunk_pages = slot.target_pages;
-        slot.retry_at.reset();
-        surplus = slot.files.shed_to(slot.target_pages);
-        excess = slot.files.take_excess(slot.target_pages);
-    }
-    if (!excess)
-        return;
-    auto& [file, cut_to] = *excess;
-    if (const int error = e_.m.files().resize(file.fd.get(), h.size, cut_to); error != 0) {
-        it->second->record_error(error); // unchanged: it goes back whole
-    } else {
-        it->second->add(it->second->trimmed_pages, file.pages - cut_to);
-        file.pages = cut_to;
-    }
-    auto g = e_.state->core.lock();
-    g->slots.at(h).files.add(std::move(file));
+    detail::change_target(e_, h, pages_for(target_bytes, h.size));
 }
 
 } // namespace hugezero

@@ -69,6 +69,14 @@ struct reservoir_statistics {
     std::uint64_t refills_interrupted = 0;          ///< Files whose refill ended short of its goal: stop, pause, a lease took them.
     std::uint64_t floor_holds = 0;                  ///< Times the refill stopped at the floor.
     std::uint64_t out_of_pages = 0;                 ///< Times the kernel had no free page (`ENOSPC`).
+    std::uint64_t recycled_leases = 0;              ///< Leases pool::recycle() took back.
+    std::uint64_t recycled_pages = 0;               ///< Their pages (kept for the reservoir, scrubbed before reuse).
+    std::uint64_t recycles_refused = 0;             ///< Leases given back whose pages went to the kernel instead (see recycle_status).
+    std::uint64_t returned_leases = 0;              ///< Leases given back while something still referred to their file (deferred).
+    std::uint64_t waiting_pages = 0;                ///< Pages of those still waiting for the last reference to go.
+    std::uint64_t scrubbing_pages = 0;              ///< Recycled pages waiting for or in their scrub.
+    std::uint64_t scrubbed_pages = 0;               ///< Recycled pages the workers zeroed and put back in the reservoir.
+    std::chrono::nanoseconds scrub_time{0};         ///< Time workers spent scrubbing, summed over workers.
     std::uint64_t errors = 0;                       ///< Other failures.
     std::error_code last_error;                     ///< The last failure's errno, if any.
 
@@ -82,9 +90,18 @@ struct reservoir_statistics {
         return seconds > 0 ? static_cast<double>(refill_pages * which.size.bytes()) / seconds : 0.0;
     }
 
+    /// The scrub rate of one worker: bytes per second of worker time spent writing zeros to
+    /// recycled pages (0 before any scrub).
+    [[nodiscard]] double scrub_bytes_per_second() const noexcept
+    {
+        const double seconds = std::chrono::duration<double>(scrub_time).count();
+        return seconds > 0 ? static_cast<double>(scrubbed_pages * which.size.bytes()) / seconds : 0.0;
+    }
+
     /// Prints e.g. `node0/2MiB at target: 128/128 pages ready in 1 file, 0 filling, floor 0;
     /// 1 lease out (128 pages); served 2 leases (256 warm, 0 cold, 0 trimmed); refilled 384
-    /// pages (0 interrupted, 0 floor holds, 0 out of pages, 0 errors)`.
+    /// pages (0 interrupted, 0 floor holds, 0 out of pages, 0 errors)`, then, once leases were
+    /// recycled, `; recycled 128 pages of 1 leases (0 scrubbing, 128 scrubbed, 0 waiting, 0 refused)`.
     friend std::ostream& operator<<(std::ostream& out, const reservoir_statistics& s)
     {
         out << s.which << ' ' << s.state << ": " << s.ready_pages << '/' << s.target_pages << " pages ready in "
@@ -94,6 +111,10 @@ struct reservoir_statistics {
             << " (" << s.warm_pages_served << " warm, " << s.cold_pages_served << " cold, " << s.trimmed_pages
             << " trimmed); refilled " << s.refill_pages << " pages (" << s.refills_interrupted << " interrupted, "
             << s.floor_holds << " floor holds, " << s.out_of_pages << " out of pages, " << s.errors << " errors)";
+        if (s.recycled_leases + s.recycles_refused + s.returned_leases > 0)
+            out << "; recycled " << s.recycled_pages << " pages of " << s.recycled_leases << " leases (" << s.scrubbing_pages
+                << " scrubbing, " << s.scrubbed_pages << " scrubbed, " << s.waiting_pages << " waiting, " << s.recycles_refused
+                << " refused)";
         if (s.last_error)
             out << ", last error: " << s.last_error.message();
         return out;

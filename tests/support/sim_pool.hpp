@@ -74,6 +74,15 @@ struct sim_pool_machine {
 
 // One reservoir of @p target_bytes of @p h, in files of @p chunk_bytes (0: one file), leaving
 // @p floor_pages free.
+// Starts @p p, waits until it is filled, and pauses it: the refill then leaves the room to a
+// lease given back (recycling tests).
+inline void fill_then_pause(pool& p, std::chrono::seconds limit = std::chrono::seconds(10))
+{
+    p.start();
+    REQUIRE(p.wait_filled(limit));
+    p.pause();
+}
+
 inline pool_options one_reservoir(const hstate& h, std::uint64_t target_bytes, std::uint64_t chunk_bytes = 0,
                                   std::uint64_t floor_pages = 0)
 {

@@ -6,6 +6,7 @@
 
 #include <bit>
 #include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstddef>
 #include <optional>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/detail/zero_memory.hpp>
 #include <hugezero/node_id.hpp>
 #include <hugezero/page_size.hpp>
 
@@ -96,6 +98,51 @@ inline int populate_range(std::byte* start, std::size_t length) noexcept
             return errno == EFAULT ? ENOSPC : errno;
         // interrupted: the pages done stay, and the rest is asked for again
     }
+    return 0;
+}
+
+/// Writes zeros to pages [@p first, @p first + @p count) of the file from user space, through a
+/// mapping of just that range (unmapped before it returns), with zero_memory()'s stores. The
+/// pages should be allocated: a missing one would be faulted in (and zeroed twice). 0 or the
+/// errno of mmap().
+inline int scrub_pages(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept
+{
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+        return errno;
+    if (static_cast<std::uint64_t>(st.st_size) < (first + count) * page.bytes())
+        return EFAULT; // a write past the end would raise SIGBUS
+    const std::size_t length = count * page.bytes();
+    void* start = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(first * page.bytes()));
+    if (start == MAP_FAILED)
+        return errno;
+    zero_memory(start, length);
+    ::munmap(start, length);
+    return 0;
+}
+
+/// A new open file description of the file behind @p fd, for @p access (`O_CLOEXEC`), through
+/// `/proc/self/fd`; -errno if it cannot be opened.
+inline int reopen_file(int fd, int access = O_RDWR) noexcept
+{
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    const int reopened = ::open(path.c_str(), access | O_CLOEXEC);
+    return reopened >= 0 ? reopened : -errno;
+}
+
+/// Whether @p fd's open file description is the only one of its file (dups of it share it),
+/// with no mapping made through another: the kernel grants a write lease (`F_SETLEASE`) only if
+/// no other description is open for reading or writing, and every mapping, every descriptor in
+/// flight in a socket holds its description open. The lease is given up at once. 0, `EBUSY`,
+/// or the errno of `F_SETLEASE` (`EACCES`: not the file's owner; `EINVAL`: no leases here).
+inline int sole_description(int fd) noexcept
+{
+    // Should anyone open the file in the microseconds the lease is held, the kernel signals the
+    // holder: SIGURG, which is ignored unless handled, rather than SIGIO, which would kill it.
+    (void)::fcntl(fd, F_SETSIG, SIGURG);
+    if (::fcntl(fd, F_SETLEASE, F_WRLCK) != 0)
+        return errno == EAGAIN ? EBUSY : errno;
+    (void)::fcntl(fd, F_SETLEASE, F_UNLCK);
     return 0;
 }
 

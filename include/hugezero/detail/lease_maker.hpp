@@ -9,11 +9,16 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
+#include <hugezero/acquire_options.hpp>
 #include <hugezero/acquire_result.hpp>
+#include <hugezero/detail/cold_fill.hpp>
 #include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/pool_messages.hpp>
 #include <hugezero/detail/pool_state.hpp>
@@ -24,8 +29,25 @@ namespace hugezero::detail {
 /// One acquire(): @p pages pages of @p h for the calling thread.
 class lease_maker {
 public:
-    lease_maker(pool_engine& engine, const hstate& h, std::uint64_t bytes, std::uint64_t pages, std::stop_token stop)
-        : e_(engine), which_(h), bytes_(bytes), pages_(pages), stop_(std::move(stop))
+    /// pool::acquire(): a lease of @p bytes of @p h, or why there is none.
+    /// @throws std::invalid_argument if @p bytes is 0.
+    static acquire_result acquire(pool_engine& e, const hstate& h, std::uint64_t bytes, const acquire_options& options)
+    {
+        if (bytes == 0)
+            throw std::invalid_argument("hugezero: cannot lease 0 bytes of " + to_string(h) + " huge pages");
+        try {
+            (void)e.m.topology().info(h);
+        } catch (const std::invalid_argument& error) {
+            std::string reason = error.what();
+            reason.erase(0, std::string_view("hugezero: ").size());
+            return acquire_failure(ENODEV, cannot_lease(bytes, h) + reason);
+        }
+        const std::uint64_t pages = bytes / h.size.bytes() + (bytes % h.size.bytes() != 0 ? 1 : 0);
+        return lease_maker(e, h, bytes, pages, options).make();
+    }
+
+    lease_maker(pool_engine& engine, const hstate& h, std::uint64_t bytes, std::uint64_t pages, acquire_options options)
+        : e_(engine), which_(h), bytes_(bytes), pages_(pages), max_cold_(options.max_cold_pages), stop_(std::move(options.stop))
     {
     }
 
@@ -36,6 +58,8 @@ public:
         const cold_hold hold(*this, short_of_pages);
         ready_ = file_.pages;
         if (file_.pages < pages_) {
+            if (auto refused = refuse_if_too_cold(pages_ - file_.pages))
+                return std::move(*refused);
             if (auto refused = refuse_if_node_lacks(pages_ - file_.pages))
                 return std::move(*refused);
         }
@@ -109,6 +133,15 @@ private:
             e_.state->quiet.extend(deadline_after(e_.options.quiet_after_lease));
     }
 
+    // The caller allows fewer cold pages than the @p missing ones: refuse before allocating.
+    std::optional<acquire_result> refuse_if_too_cold(std::uint64_t missing)
+    {
+        if (!max_cold_ || missing <= *max_cold_)
+            return std::nullopt;
+        put_back();
+        return acquire_failure(EAGAIN, cannot_lease(bytes_, which_) + too_cold_reason(ready_, missing, *max_cold_));
+    }
+
     // The node cannot give the @p missing pages above the floor: refuse before allocating
     // any (the kernel would zero every free page of the node in this thread, then fail).
     std::optional<acquire_result> refuse_if_node_lacks(std::uint64_t missing)
@@ -139,9 +172,8 @@ private:
         return std::nullopt;
     }
 
-    // Allocates the pages [file.pages, pages) here, bound to the node, with fallocate() in steps
-    // (checking the stop token between them): no mapping, so the process's memory-map lock is
-    // not taken.
+    // Allocates the pages [file.pages, pages) on the node, in parallel where QEMU's rule gives
+    // more than one thread (see cold_fill), checking the stop token between steps.
     std::optional<acquire_result> grow()
     {
         hugetlb_files& files = e_.m.files();
@@ -164,16 +196,9 @@ private:
             return fail(error, "binding the thread's memory to the node (set_mempolicy)");
         if ((error = files.resize(file_.fd.get(), which_.size, pages_)) != 0)
             return fail(error, "ftruncate");
-        const std::uint64_t step = e_.step_pages(which_.size);
-        for (std::uint64_t first = had; first < pages_; first += step) {
-            if (stop_.stop_requested())
-                return fail(ECANCELED, "");
-            do
-                error = files.allocate(file_.fd.get(), which_.size, first, std::min(step, pages_ - first));
-            while (error == EINTR); // a signal of the application's: the pages done stay
-            if (error != 0)
-                return fail(error, "fallocate");
-        }
+        cold_fill fill(files, e_.m.topology().node(which_.node).cpus, which_.node, which_.size, e_.step_pages(which_.size));
+        if ((error = fill.run(file_.fd.get(), had, pages_, stop_)) != 0)
+            return fail(error, error == ECANCELED ? "" : fill.threads() > 1 ? "MADV_POPULATE_WRITE" : "fallocate");
         file_.pages = pages_;
         return std::nullopt;
     }
@@ -187,8 +212,19 @@ private:
         c.add(c.warm_pages_served, pages_ - cold);
         c.add(c.cold_pages_served, cold);
         acquire_result result;
-        result.lease = lease_access::make(std::move(file_.fd), which_, pages_, cold, e_.state);
+        result.lease = with_own_description(cold);
         return result;
+    }
+
+    // The lease gets a description of its own; the pool keeps the file's, to prove later that
+    // the lease is gone for good (recycle()). Without one (no /proc), the lease gets the file's.
+    lease with_own_description(std::uint64_t cold)
+    {
+        const int own = file_.lease_fd ? file_.lease_fd.release() : e_.m.files().reopen(file_.fd.get());
+        if (own < 0)
+            return lease_access::make(std::move(file_.fd), which_, pages_, cold, e_.state);
+        const std::uint64_t ticket = e_.state->descriptions.add(std::move(file_.fd));
+        return lease_access::make(unique_fd(own), which_, pages_, cold, e_.state, ticket);
     }
 
     std::uint64_t pages_in_file_now() const
@@ -236,6 +272,7 @@ private:
     hstate which_;
     std::uint64_t bytes_;
     std::uint64_t pages_;
+    std::optional<std::uint64_t> max_cold_;
     std::stop_token stop_;
     pool_file file_;
     std::uint64_t ready_ = 0; // pages the taken file had

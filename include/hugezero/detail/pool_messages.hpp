@@ -73,6 +73,15 @@ inline std::string short_of_pages_reason(const hstate& h, std::uint64_t ready, s
     return text + " (nothing was allocated)";
 }
 
+/// Why an acquire() was refused before allocating anything: the reservoir had @p ready of its
+/// pages, and the @p missing others are more cold pages than the caller's @p allowed.
+inline std::string too_cold_reason(std::uint64_t ready, std::uint64_t missing, std::uint64_t allowed)
+{
+    return "the reservoir had " + std::to_string(ready) + " of its pages ready, and the " + std::to_string(missing)
+           + " others would be cold (allocated and zeroed now), more than the " + std::to_string(allowed)
+           + " acquire_options::max_cold_pages allows (nothing was allocated)";
+}
+
 /// The setting failure of a refill worker that could not bind its memory to @p node.
 inline setting_failure binding_failure(node_id node, int error)
 {

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -29,8 +31,8 @@
 
 namespace hugezero::detail {
 
-/// One hstate's reservoir: its settings, its ready files, the file being filled. Under the
-/// pool's lock.
+/// One hstate's reservoir: its settings, its ready files, the files being filled, the recycled
+/// files waiting for their scrub. Under the pool's lock.
 struct reservoir_slot {
     explicit reservoir_slot(reservoir_counters& c) : counters(&c), files(c) {}
 
@@ -40,13 +42,35 @@ struct reservoir_slot {
     bool chunk_follows_target = true;           // chunk_bytes was 0: one file holds the target
     reservoir files;                            // the ready files
     std::vector<std::unique_ptr<fill_job>> jobs; // the files being filled
+    std::deque<scrub_item> scrub_queue;         // recycled files waiting for their scrub
+    std::uint64_t scrub_pages = 0;              // their pages, and those of scrubs in progress
+    std::deque<returned_file> returned;         // given back, still referred to elsewhere
+
+    /// When the refill should look at the files given back again, if any are waiting.
+    [[nodiscard]] std::optional<pool_clock::time_point> next_return_check() const noexcept
+    {
+        std::optional<pool_clock::time_point> next;
+        for (const returned_file& r : returned)
+            next = std::min(next.value_or(r.check_at), r.check_at);
+        return next;
+    }
+    /// Takes a file given back whose time to be looked at again has come, if any.
+    std::optional<returned_file> take_due_return(pool_clock::time_point now)
+    {
+        const auto due = std::find_if(returned.begin(), returned.end(), [&](const returned_file& r) { return r.check_at <= now; });
+        if (due == returned.end())
+            return std::nullopt;
+        returned_file r = std::move(*due);
+        returned.erase(due);
+        return r;
+    }
     unsigned cold_allocations = 0;              // acquire()s allocating cold: the refill waits
     std::optional<pool_clock::time_point> retry_at; // a held refill looks again then
 
     /// Pages ready, and those the files being filled will add.
     [[nodiscard]] std::uint64_t planned_pages() const noexcept
     {
-        std::uint64_t planned = files.ready_pages();
+        std::uint64_t planned = files.ready_pages() + scrub_pages;
         for (const auto& job : jobs)
             planned += job->growth();
         return planned;
@@ -85,10 +109,69 @@ struct reservoir_slot {
     }
 };
 
+/// The pool's own description of each leased file, by ticket: a lease holds another, so that
+/// once the lease and every copy of it are gone, this one is provably the last reference
+/// (hugetlb_files::sole_reference()). Closed with the lease. Its mutex is a leaf, and no one
+/// waits for a change here: an acquire and a lease's close touch it without waking workers.
+class lease_descriptions {
+public:
+    /// Keeps @p fd; returns its ticket (never 0).
+    std::uint64_t add(unique_fd fd)
+    {
+        const std::lock_guard lock(mutex_);
+        fds_.emplace(++last_, std::move(fd));
+        return last_;
+    }
+    /// Takes the description of @p ticket (empty if there is none).
+    unique_fd take(std::uint64_t ticket)
+    {
+        const std::lock_guard lock(mutex_);
+        const auto it = fds_.find(ticket);
+        if (it == fds_.end())
+            return unique_fd();
+        unique_fd fd = std::move(it->second);
+        fds_.erase(it);
+        return fd;
+    }
+    /// Takes them all.
+    std::vector<unique_fd> take_all()
+    {
+        const std::lock_guard lock(mutex_);
+        std::vector<unique_fd> all;
+        for (auto& [ticket, fd] : fds_)
+            all.push_back(std::move(fd));
+        fds_.clear();
+        return all;
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<std::uint64_t, unique_fd> fds_;
+    std::uint64_t last_ = 0;
+};
+
 /// What the pool's lock guards.
 struct pool_core {
     bool paused = false;
     std::map<hstate, reservoir_slot> slots; // every hstate of the machine; the set is fixed
+
+    /// Takes every file of the reservoirs - ready, waiting for a scrub, given back and still
+    /// referred to - for the caller to close outside the lock.
+    std::vector<pool_file> take_every_file()
+    {
+        std::vector<pool_file> files;
+        for (auto& [h, slot] : slots) {
+            for (auto& f : slot.files.take_all())
+                files.push_back(std::move(f));
+            for (auto& item : slot.scrub_queue)
+                files.push_back(std::move(item.file));
+            for (auto& r : slot.returned)
+                files.push_back(std::move(r.file));
+            slot.scrub_queue.clear();
+            slot.returned.clear();
+        }
+        return files;
+    }
 
     /// Whether every reservoir of @p listed holds its target.
     [[nodiscard]] bool filled(const std::vector<hstate>& listed) const
@@ -115,6 +198,7 @@ struct pool_core {
 struct pool_state final : lease_owner {
     std::map<hstate, std::unique_ptr<reservoir_counters>> counters; // every hstate; fixed
     guarded<pool_core> core;
+    lease_descriptions descriptions;
     quiet_period quiet;
     std::atomic<bool> running{false}; // mirrors for lock-free statistics
     std::atomic<bool> paused{false};
@@ -125,13 +209,14 @@ struct pool_state final : lease_owner {
         return {running.load(), paused.load(), quiet.active(pool_clock::now())};
     }
 
-    void lease_closed(const hstate& which, std::uint64_t pages, bool pages_back) noexcept override
+    void lease_closed(const hstate& which, std::uint64_t pages, bool pages_back, std::uint64_t ticket) noexcept override
     {
         const auto it = counters.find(which);
         if (it == counters.end())
             return;
         it->second->leases_out.fetch_sub(1, std::memory_order_relaxed);
         it->second->leased_pages.fetch_sub(pages, std::memory_order_relaxed);
+        descriptions.take(ticket).reset(); // the pages may go back now
         if (!pages_back)
             return;
         // Pages just went back to the kernel: refills of the node held for want of free pages

@@ -16,11 +16,14 @@
 #include <hugezero/detail/call_gate.hpp>
 #include <hugezero/detail/pool_messages.hpp>
 #include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/recycler.hpp>
+#include <hugezero/detail/scrubber.hpp>
 #include <hugezero/detail/worker_group.hpp>
 
 namespace hugezero::detail {
 
-/// A refill worker of one node. It fills the node's reservoirs, largest pages first: it joins
+/// A refill worker of one node. It scrubs the recycled files of the node's reservoirs first
+/// (see scrubber), then fills the reservoirs, largest pages first: it joins
 /// a file being filled that has a step left (or starts one: the largest ready file short of a
 /// chunk, grown, or a new one) and takes its steps in turn with the node's other workers, each
 /// step paced by the rate limit, granted by the floor gate, and allocated with no lock held: by
@@ -44,7 +47,15 @@ public:
     /// this one starts.
     void run(bool helped)
     {
-        while (const auto joined = join_work()) {
+        while (auto joined = join_work()) {
+            if (joined->returned) {
+                recycler::look_again(e_, joined->slot->counters->which, std::move(*joined->returned));
+                continue;
+            }
+            if (joined->scrub) {
+                scrubber(e_, *joined->slot, stop_, gate_).run(std::move(*joined->scrub));
+                continue;
+            }
             if (joined->started && helped)
                 share(*joined->slot, *joined->job);
             const filler fill{e_.m.files(), joined->job->file().fd.get(), joined->slot->counters->which.size,
@@ -61,8 +72,10 @@ public:
 private:
     struct work {
         reservoir_slot* slot;
-        fill_job* job;
-        bool started; // this worker started the job
+        fill_job* job = nullptr;
+        bool started = false;             // this worker started the job
+        std::optional<scrub_item> scrub; // or a recycled file to scrub instead
+        std::optional<pool_file> returned; // or a file given back to look at again
     };
 
     // How this worker allocates its steps of one file. The worker that started the file uses
@@ -110,11 +123,23 @@ private:
             const auto now = pool_clock::now();
             std::optional<pool_clock::time_point> wake;
             bool changed = false; // a start that failed held its reservoir: others must see it
+            for (const hstate& h : mine_) { // even when paused or quiet: a look takes no time
+                reservoir_slot& slot = g->slots.at(h);
+                if (auto due = slot.take_due_return(now))
+                    return work{&slot, nullptr, false, std::nullopt, std::move(due->file)};
+                if (const auto check = slot.next_return_check())
+                    wake = std::min(wake.value_or(*check), *check);
+            }
             if (e_.state->quiet.active(now))
-                wake = e_.state->quiet.until();
+                wake = std::min(wake.value_or(e_.state->quiet.until()), e_.state->quiet.until());
             else if (!g->paused)
                 for (const hstate& h : mine_) {
                     reservoir_slot& slot = g->slots.at(h);
+                    if (!slot.scrub_queue.empty()) { // cheaper than a refill: the pages are there
+                        work scrub{&slot, nullptr, false, std::move(slot.scrub_queue.front()), std::nullopt};
+                        slot.scrub_queue.pop_front();
+                        return scrub;
+                    }
                     fill_job* job = slot.joinable_job();
                     const bool started = job == nullptr && !slot.job_with_steps_left() && slot.wants_refill(now);
                     if (started) {
@@ -123,7 +148,7 @@ private:
                     }
                     if (job != nullptr) {
                         job->join();
-                        return work{&slot, job, started};
+                        return work{&slot, job, started, std::nullopt, std::nullopt};
                     }
                     if (slot.retry_at && now < *slot.retry_at)
                         wake = std::min(wake.value_or(*slot.retry_at), *slot.retry_at);
@@ -277,6 +302,9 @@ private:
         if (job.prefix() != job.goal())
             resize_error = e_.m.files().resize(file.fd.get(), h.size, job.prefix());
         file.pages = job.prefix();
+        if (resize_error == 0 && !file.lease_fd && file.pages > 0)
+            if (const int own = e_.m.files().reopen(file.fd.get()); own >= 0)
+                file.lease_fd.reset(own); // made here, so that acquire() need not
         pool_file dropped;
         std::vector<pool_file> surplus;
         std::unique_ptr<fill_job> ended;

@@ -6,6 +6,7 @@
 #define HUGEZERO_DETAIL_RESERVOIR_HPP
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -22,6 +23,22 @@ namespace hugezero::detail {
 struct pool_file {
     unique_fd fd;
     std::uint64_t pages = 0;
+    /// Another description of the file, made ahead (off the VM's start path) for the lease that
+    /// takes it (see lease_maker); empty until then.
+    unique_fd lease_fd = {};
+};
+
+/// A recycled file waiting for (or in) its scrub: pages [0, done) are zero again.
+struct scrub_item {
+    pool_file file;
+    std::uint64_t done = 0;
+};
+
+/// A file given back by pool::recycle() that something else still referred to: looked at
+/// again at check_at, recycled once the pool's description is the last reference.
+struct returned_file {
+    pool_file file;
+    std::chrono::steady_clock::time_point check_at;
 };
 
 /// The ready files of one reservoir: none is being filled or leased. ready_pages() is always

@@ -45,6 +45,14 @@ struct reservoir_counters {
     std::atomic<std::uint64_t> refills_interrupted{0};
     std::atomic<std::uint64_t> floor_holds{0};
     std::atomic<std::uint64_t> out_of_pages{0};
+    std::atomic<std::uint64_t> recycled_leases{0};
+    std::atomic<std::uint64_t> recycled_pages{0};
+    std::atomic<std::uint64_t> recycles_refused{0};
+    std::atomic<std::uint64_t> returned_leases{0};
+    std::atomic<std::uint64_t> waiting_pages{0};
+    std::atomic<std::uint64_t> scrubbing_pages{0};
+    std::atomic<std::uint64_t> scrubbed_pages{0};
+    std::atomic<std::int64_t> scrub_ns{0};
     std::atomic<std::uint64_t> errors{0};
     std::atomic<int> last_error{0};
     std::atomic<int> hold{static_cast<int>(refill_hold::none)};
@@ -101,6 +109,14 @@ inline reservoir_statistics snapshot(const reservoir_counters& c, const pool_act
     s.refills_interrupted = c.refills_interrupted.load(relaxed);
     s.floor_holds = c.floor_holds.load(relaxed);
     s.out_of_pages = c.out_of_pages.load(relaxed);
+    s.recycled_leases = c.recycled_leases.load(relaxed);
+    s.recycled_pages = c.recycled_pages.load(relaxed);
+    s.recycles_refused = c.recycles_refused.load(relaxed);
+    s.returned_leases = c.returned_leases.load(relaxed);
+    s.waiting_pages = c.waiting_pages.load(relaxed);
+    s.scrubbing_pages = c.scrubbing_pages.load(relaxed);
+    s.scrubbed_pages = c.scrubbed_pages.load(relaxed);
+    s.scrub_time = std::chrono::nanoseconds(c.scrub_ns.load(relaxed));
     s.errors = c.errors.load(relaxed);
     if (const int error = c.last_error.load(relaxed))
         s.last_error = std::error_code(error, std::system_category());

@@ -59,6 +59,27 @@ public:
             return nullptr;
         }
     }
+    int scrub(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept override
+    {
+        (void)page;
+        return guarded([&] { return kernel_->scrub_file_pages(fd, first, count); });
+    }
+    int reopen(int fd) noexcept override
+    {
+        try {
+            return kernel_->reopen_file(fd);
+        } catch (...) {
+            return -ENOMEM;
+        }
+    }
+    int sole_reference(int fd, std::string& holder) noexcept override
+    {
+        try {
+            return kernel_->sole_file_reference(fd, holder);
+        } catch (...) {
+            return ENOMEM;
+        }
+    }
     int resize(int fd, page_size page, std::uint64_t pages) noexcept override
     {
         (void)page;

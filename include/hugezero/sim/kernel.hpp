@@ -33,6 +33,8 @@
 #include <hugezero/backend.hpp>
 #include <hugezero/cpu_set.hpp>
 #include <hugezero/detail/deadline.hpp>
+#include <hugezero/detail/file_holders.hpp>
+#include <hugezero/detail/hugetlb_file.hpp>
 #include <hugezero/detail/parse.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
@@ -77,6 +79,9 @@ enum class file_operation {
     resize,   ///< Setting a file's size (ftruncate).
     stat,     ///< Counting a file's pages (fstat).
     bind,     ///< Binding a thread's memory to a node (set_mempolicy).
+    scrub,    ///< Writing zeros to a file's pages from user space (a recycled file's scrub).
+    reopen,   ///< Opening a file anew (a lease's own description, through /proc/self/fd).
+    lease,    ///< Asking whether a description is a file's last reference (F_SETLEASE).
 };
 
 /// What the simulated kernel did with hugetlb files since it was built: the ground truth pool
@@ -86,6 +91,7 @@ struct file_statistics {
     std::uint64_t files_open = 0;      ///< Files still referred to by some descriptor.
     std::uint64_t pages_in_files = 0;  ///< Pages those files hold now.
     std::uint64_t pages_allocated = 0; ///< Pages ever added to files (allocate and populate).
+    std::uint64_t pages_scrubbed = 0;  ///< File pages zeroed from user space (scrub).
     std::uint64_t pages_returned = 0;  ///< Pages given back (resize down, last close).
     std::uint64_t calls = 0;           ///< File operations so far, also those that failed.
     std::uint64_t calls_failed = 0;    ///< Of those, failed by fault injection.
@@ -566,6 +572,79 @@ public:
         return 0;
     }
 
+    /// Writing zeros to pages [@p first, @p first + @p count) of the file behind @p fd from user
+    /// space, through a mapping: the pages' zeroing time in the calling thread, after which they
+    /// hold no tenant's data. 0, `EFAULT` for a page the file does not hold, `EBADF`, or a
+    /// planned `scrub` fault.
+    int scrub_file_pages(int fd, std::uint64_t first, std::uint64_t count)
+    {
+        file* f = nullptr;
+        if (const int error = begin_file_call(fd, file_operation::scrub, f))
+            return error;
+        {
+            const std::lock_guard lock(mutex_);
+            for (std::uint64_t index = first; index < first + count; ++index)
+                if (f->pages.count(index) == 0)
+                    return EFAULT;
+        }
+        spend(f->size, count);
+        const std::lock_guard lock(mutex_);
+        f->written.erase(f->written.lower_bound(first), f->written.lower_bound(first + count));
+        file_stats_.pages_scrubbed += count;
+        return 0;
+    }
+
+    /// Another description of the file behind @p fd (a pipe's write end opened anew through
+    /// /proc/self/fd): a descriptor, or -errno (`EBADF`, a planned `reopen` fault).
+    int reopen_file(int fd)
+    {
+        file* f = nullptr;
+        if (const int error = begin_file_call(fd, file_operation::reopen, f))
+            return -error;
+        return detail::reopen_file(fd, O_WRONLY);
+    }
+
+    /// Whether @p fd is the last reference to its file, as a write lease would tell: 0, or
+    /// `EBUSY` with @p holder naming another descriptor (a search of /proc: no process but this
+    /// one and its children can reach the kernel's pipes), `EBADF`, or a planned `lease` fault.
+    int sole_file_reference(int fd, std::string& holder)
+    {
+        file* f = nullptr;
+        if (const int error = begin_file_call(fd, file_operation::lease, f))
+            return error;
+        holder = detail::find_other_holders(fd, {file_reader(fd)}).holder;
+        return holder.empty() ? 0 : EBUSY;
+    }
+
+    /// The descriptor the kernel keeps for the file behind @p fd (the read end of its pipe), or
+    /// -1 if @p fd is not a file of this kernel. Not a file operation.
+    [[nodiscard]] int file_reader(int fd)
+    {
+        const std::lock_guard lock(mutex_);
+        const file* f = find_file_locked(fd);
+        return f != nullptr ? f->reader.get() : -1;
+    }
+
+    /// A tenant writes to every page the file behind @p fd holds: they are no longer zero
+    /// until scrubbed (or freed and zeroed again). Not a file operation (no fault injection):
+    /// for tests of recycling. @throws std::invalid_argument if @p fd is not a file of this kernel.
+    void write_file_pages(int fd)
+    {
+        const std::lock_guard lock(mutex_);
+        file& f = file_for_test_locked(fd);
+        for (const auto& [index, node] : f.pages)
+            f.written.insert(index);
+    }
+
+    /// How many pages of the file behind @p fd hold a tenant's data (written since they were
+    /// allocated or last scrubbed). @throws std::invalid_argument if @p fd is not a file of this
+    /// kernel.
+    [[nodiscard]] std::uint64_t written_file_pages(int fd)
+    {
+        const std::lock_guard lock(mutex_);
+        return file_for_test_locked(fd).written.size();
+    }
+
     /// The pages the file behind @p fd holds (also past its end), or the errno.
     std::pair<std::uint64_t, int> file_page_count(int fd)
     {
@@ -711,6 +790,7 @@ private:
         detail::unique_fd reader;            // POLLHUP once every copy of the write end is closed
         std::uint64_t size_pages = 0;        // st_size in pages; under mutex_
         std::map<std::uint64_t, node_id> pages; // allocated pages by index; under mutex_
+        std::set<std::uint64_t> written;     // pages holding a tenant's data; under mutex_
         std::set<std::uint64_t> adding;      // indices being allocated right now; under mutex_
         unsigned zeroing = 0;                // pages being zeroed right now; under mutex_
         std::mutex inode_lock;               // held by allocate_file_pages() for its whole call
@@ -735,6 +815,14 @@ private:
             return nullptr;
         const auto it = files_.find({st.st_dev, st.st_ino});
         return it == files_.end() ? nullptr : it->second.get();
+    }
+
+    file& file_for_test_locked(int fd)
+    {
+        file* f = find_file_locked(fd);
+        if (f == nullptr)
+            throw std::invalid_argument("hugezero::sim: fd " + std::to_string(fd) + " is not a simulated hugetlb file");
+        return *f;
     }
 
     std::optional<int> take_file_fault_locked(file_operation op)
@@ -808,8 +896,10 @@ private:
                               std::map<std::uint64_t, node_id>::iterator to)
     {
         std::map<node_id, std::uint64_t> returned;
-        for (auto it = from; it != to; ++it)
+        for (auto it = from; it != to; ++it) {
             ++returned[it->second];
+            f.written.erase(it->first);
+        }
         f.pages.erase(from, to);
         for (const auto& [node, pages] : returned) {
             auto& s = state({node, f.size});

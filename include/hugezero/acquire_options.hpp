@@ -1,0 +1,34 @@
+/// @file
+/// @brief hugezero::acquire_options: how much of a lease may be cold, and how to cancel it;
+/// hugezero::lease_request, one of several leases asked for at once.
+#ifndef HUGEZERO_ACQUIRE_OPTIONS_HPP
+#define HUGEZERO_ACQUIRE_OPTIONS_HPP
+
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+
+#include <hugezero/hstate.hpp>
+
+namespace hugezero {
+
+/// How pool::acquire() may make a lease.
+struct acquire_options {
+    /// The most pages the lease may lack from the reservoir, to be allocated (and so zeroed by
+    /// the kernel) on the spot, on the VM's start path. A lease that would need more fails at
+    /// once with `EAGAIN`, allocating nothing. Empty: no limit; 0: warm pages only.
+    std::optional<std::uint64_t> max_cold_pages;
+    /// Cancels the allocation of cold pages between steps (`ECANCELED`).
+    std::stop_token stop;
+};
+
+/// One lease of several asked for in one call (pool::acquire(std::span<const lease_request>,
+/// const acquire_options&)): a VM with several memory backends, one per node or per DIMM.
+struct lease_request {
+    hstate which{node_id(0), page_2mib}; ///< The node and page size.
+    std::uint64_t bytes = 0;             ///< The size, rounded up to whole pages.
+};
+
+} // namespace hugezero
+
+#endif

@@ -1,0 +1,153 @@
+/// @file
+/// @brief Internals of the pool's recycling: who else refers to a file (another descriptor,
+/// a mapping), in this process and in every other one /proc shows.
+#ifndef HUGEZERO_DETAIL_FILE_HOLDERS_HPP
+#define HUGEZERO_DETAIL_FILE_HOLDERS_HPP
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <hugezero/detail/unique_fd.hpp>
+
+namespace hugezero::detail {
+
+/// What a search of every process for other references to a file found: another descriptor,
+/// or a mapping, in this process or any other /proc shows. What /proc cannot show: a
+/// descriptor in flight in a Unix socket's queue, processes outside this PID namespace.
+struct file_references {
+    /// Who else refers to the file, e.g. `fd 9 of process 4242` or `a mapping in process 4242`;
+    /// empty if nobody.
+    std::string holder;
+    /// A process whose descriptors or mappings could not be read, e.g. `process 1 (Permission
+    /// denied)`; empty if every process could be read.
+    std::string unreadable;
+};
+
+namespace holders {
+
+inline bool is_pid(std::string_view name) noexcept
+{
+    return !name.empty() && name.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// Whether an fd of process @p pid (other than @p own_fds in this process) is the file
+// @p file; sets @p error when the process's fds cannot be listed (ENOENT: it is gone).
+inline std::optional<std::string> fd_holder(const std::string& proc, const std::string& pid, bool self,
+                                            const std::vector<int>& own_fds, const struct stat& file, int& error)
+{
+    error = 0;
+    unique_fd dir_fd(::open((proc + "/" + pid + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    DIR* dir = dir_fd ? ::fdopendir(dir_fd.get()) : nullptr;
+    if (dir == nullptr) {
+        error = errno;
+        return std::nullopt;
+    }
+    (void)dir_fd.release(); // closedir closes it
+    const int listing = ::dirfd(dir);
+    std::optional<std::string> found;
+    while (const dirent* entry = ::readdir(dir)) {
+        const std::string_view name = entry->d_name;
+        if (!is_pid(name))
+            continue;
+        const int n = std::atoi(entry->d_name);
+        if (self && (n == listing || std::find(own_fds.begin(), own_fds.end(), n) != own_fds.end()))
+            continue;
+        struct stat st {};
+        if (::fstatat(listing, entry->d_name, &st, 0) == 0 && st.st_dev == file.st_dev && st.st_ino == file.st_ino) {
+            found = "fd " + std::string(name) + " of process " + pid;
+            break;
+        }
+    }
+    ::closedir(dir);
+    return found;
+}
+
+// Whether process @p pid maps the file (dev and inode columns of its maps); sets @p error
+// when its maps cannot be read.
+inline bool maps_file(const std::string& proc, const std::string& pid, const struct stat& file, int& error)
+{
+    error = 0;
+    std::ifstream maps(proc + "/" + pid + "/maps");
+    if (!maps) {
+        error = errno != 0 ? errno : EACCES;
+        return false;
+    }
+    // A line: `start-end perms offset major:minor inode path`, the numbers of the device in hex.
+    std::string range, perms, offset, device;
+    std::uint64_t inode = 0;
+    std::string rest;
+    while (maps >> range >> perms >> offset >> device >> inode) {
+        std::getline(maps, rest);
+        const auto colon = device.find(':');
+        if (colon == std::string::npos || inode != file.st_ino)
+            continue;
+        const auto major_number = std::strtoul(device.substr(0, colon).c_str(), nullptr, 16);
+        const auto minor_number = std::strtoul(device.substr(colon + 1).c_str(), nullptr, 16);
+        if (major_number == major(file.st_dev) && minor_number == minor(file.st_dev))
+            return true;
+    }
+    return false;
+}
+
+} // namespace holders
+
+/// Looks in every process of @p proc (the caller's own included) for a descriptor other than
+/// @p fd and @p also_mine, or a mapping, that refers to @p fd's file. Processes that end during
+/// the search are skipped. A search, not a proof: for names in messages, and for the
+/// simulated kernel's files (pipes), which no other process can reach.
+inline file_references find_other_holders(int fd, std::vector<int> also_mine = {}, const std::string& proc = "/proc")
+{
+    also_mine.push_back(fd);
+    file_references result;
+    struct stat file {};
+    if (::fstat(fd, &file) != 0) {
+        result.unreadable = "fd " + std::to_string(fd) + " (" + std::strerror(errno) + ")";
+        return result;
+    }
+    const std::string me = std::to_string(::getpid());
+    unique_fd proc_fd(::open(proc.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    DIR* dir = proc_fd ? ::fdopendir(proc_fd.get()) : nullptr;
+    if (dir == nullptr) {
+        result.unreadable = proc + " (" + std::strerror(errno) + ")";
+        return result;
+    }
+    (void)proc_fd.release();
+    while (const dirent* entry = ::readdir(dir)) {
+        const std::string pid = entry->d_name;
+        if (!holders::is_pid(pid))
+            continue;
+        int fd_error = 0;
+        int maps_error = 0;
+        if (auto found = holders::fd_holder(proc, pid, pid == me, also_mine, file, fd_error)) {
+            result.holder = std::move(*found);
+            break;
+        }
+        if (holders::maps_file(proc, pid, file, maps_error)) {
+            result.holder = "a mapping in process " + pid;
+            break;
+        }
+        const int error = fd_error != 0 && fd_error != ENOENT ? fd_error : maps_error != ENOENT ? maps_error : 0;
+        if (error != 0 && result.unreadable.empty())
+            result.unreadable = "process " + pid + " (" + std::strerror(error) + ")";
+    }
+    ::closedir(dir);
+    return result;
+}
+
+} // namespace hugezero::detail
+
+#endif

@@ -1,0 +1,169 @@
+/// @file
+/// @brief Internals of hugezero::pool: taking a lease back for reuse, once the pool's own
+/// description of its file is provably the last reference to it.
+#ifndef HUGEZERO_DETAIL_RECYCLER_HPP
+#define HUGEZERO_DETAIL_RECYCLER_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/error.hpp>
+#include <hugezero/lease.hpp>
+#include <hugezero/recycle_result.hpp>
+
+namespace hugezero::detail {
+
+/// Decides what becomes of a file given back (pool::recycle(), and later the refill for a file
+/// that was still referred to). The pool's description of the file must be the last reference
+/// (hugetlb_files::sole_reference()); else the file waits, and is looked at again every
+/// retry period. Room in the reservoir is reserved under the pool's lock, so that recycles
+/// racing each other and the refill never overfill it.
+class recycler {
+public:
+    recycler(pool_engine& engine, const hstate& h) : e_(engine), h_(h), c_(*engine.state->counters.at(h)) {}
+
+    /// Takes @p l back (it is left closed). @throws hugezero::closed_handle_error if @p l is
+    /// closed; std::invalid_argument if the pool did not make it.
+    static recycle_result take_back(pool_engine& e, lease& l)
+    {
+        if (!l)
+            throw closed_handle_error("pool::recycle() of a closed lease");
+        if (lease_access::owner_of(l) != e.state.get())
+            throw std::invalid_argument("hugezero: pool::recycle() of a lease this pool did not make (" + to_string(l.which()) + ")");
+        const hstate h = l.which();
+        const std::uint64_t pages = l.pages();
+        std::optional<pool_file> own = take_own_description(e, l, pages);
+        unique_fd lease_fd = lease_access::take_fd(l); // counted as a lease returned
+        lease_fd.reset();
+        recycler r(e, h);
+        if (!own)
+            return r.refuse(recycle_status::unverifiable,
+                            "the pool has no description of its own of the file to tell when the lease is gone "
+                            "(/proc/self/fd could not be opened when it was made)");
+        if (!r.c_.listed)
+            return r.refuse(recycle_status::no_reservoir, "the pool has no reservoir for " + to_string(h));
+        return r.settle(std::move(*own), true);
+    }
+
+    /// Looks again at @p file of @p h, given back while still referred to: it is recycled,
+    /// waits again, or goes back to the kernel.
+    static void look_again(pool_engine& e, const hstate& h, pool_file file) { (void)recycler(e, h).settle(std::move(file), false); }
+
+private:
+    static std::optional<pool_file> take_own_description(pool_engine& e, const lease& l, std::uint64_t pages)
+    {
+        unique_fd own = e.state->descriptions.take(lease_access::ticket_of(l));
+        if (!own)
+            return std::nullopt;
+        pool_file file;
+        file.fd = std::move(own);
+        file.pages = pages;
+        return file;
+    }
+
+    recycle_result settle(pool_file file, bool first_time)
+    {
+        std::string holder;
+        const int sole = e_.m.files().sole_reference(file.fd.get(), holder);
+        if (sole == EBUSY)
+            return wait(std::move(file), holder, first_time);
+        if (first_time == false)
+            c_.waiting_pages.fetch_sub(file.pages, std::memory_order_relaxed);
+        if (sole != 0)
+            return refuse(recycle_status::unverifiable,
+                          std::string("cannot tell whether the lease is gone: ") + std::strerror(sole) + permission_note(sole));
+        const file_pages held = e_.m.files().pages_in(file.fd.get(), h_.size);
+        if (held.error != 0 || held.pages != file.pages)
+            return refuse(recycle_status::unusable, "the file no longer holds exactly its " + std::to_string(file.pages) + " pages");
+        const std::uint64_t keep = reserve(file.pages);
+        if (keep == 0)
+            return refuse(recycle_status::reservoir_full, "the reservoir of " + to_string(h_) + " is at its target");
+        return scrub(std::move(file), keep);
+    }
+
+    static std::string permission_note(int error)
+    {
+        return error == EACCES || error == EPERM ? " (a write lease needs the file's owner or CAP_LEASE)" : "";
+    }
+
+    recycle_result wait(pool_file file, const std::string& holder, bool first_time)
+    {
+        const std::uint64_t pages = file.pages;
+        {
+            auto g = e_.state->core.lock();
+            g->slots.at(h_).returned.push_back({std::move(file), deadline_after(e_.options.retry_period)});
+        }
+        if (first_time) {
+            c_.add(c_.returned_leases, 1);
+            c_.add(c_.waiting_pages, pages);
+        }
+        return {recycle_status::deferred, 0,
+                "hugezero: " + to_string(h_) + " lease not recycled yet: the file is still in use"
+                    + (holder.empty() ? std::string() : " (" + holder + ")") + "; it will be once nothing else refers to it"};
+    }
+
+    // Reserves room for up to @p pages in the reservoir (they count as planned from now on, so
+    // the refill does not allocate them meanwhile). Returns the pages reserved. A refill in
+    // progress gives way to a file that is already there: its workers leave it after their
+    // step, and if the reservoir then holds more than its target, its smallest files go (the
+    // refill's, cut short) once the scrub is done.
+    std::uint64_t reserve(std::uint64_t pages)
+    {
+        auto g = e_.state->core.lock();
+        reservoir_slot& slot = g->slots.at(h_);
+        const std::uint64_t there = slot.files.ready_pages() + slot.scrub_pages;
+        const std::uint64_t keep = std::min(pages, slot.target_pages > there ? slot.target_pages - there : 0);
+        if (keep > 0 && slot.planned_pages() + keep > slot.target_pages) {
+            slot.close_jobs();
+            e_.wake_floor_waiters();
+        }
+        slot.scrub_pages += keep;
+        return keep;
+    }
+
+    recycle_result scrub(pool_file file, std::uint64_t keep)
+    {
+        const std::uint64_t pages = file.pages;
+        if (keep < pages) {
+            if (const int error = e_.m.files().resize(file.fd.get(), h_.size, keep); error != 0) {
+                auto g = e_.state->core.lock();
+                g->slots.at(h_).scrub_pages -= keep;
+                g.unlock();
+                c_.record_error(error);
+                return refuse(recycle_status::unusable, std::string("the file could not be cut to the room left in the reservoir: ")
+                                                            + std::strerror(error));
+            }
+            c_.add(c_.trimmed_pages, pages - keep);
+            file.pages = keep;
+        }
+        {
+            auto g = e_.state->core.lock(); // announced on unlock: a worker takes it
+            g->slots.at(h_).scrub_queue.push_back({std::move(file), 0});
+        }
+        c_.add(c_.recycled_leases, 1);
+        c_.add(c_.recycled_pages, keep);
+        c_.add(c_.scrubbing_pages, keep);
+        return {recycle_status::recycled, keep, {}};
+    }
+
+    // Counts a file whose pages go back to the kernel instead (the caller closes it).
+    recycle_result refuse(recycle_status why, std::string reason)
+    {
+        c_.add(c_.recycles_refused, 1);
+        return {why, 0, "hugezero: " + to_string(h_) + " lease not recycled: " + std::move(reason)};
+    }
+
+    pool_engine& e_;
+    hstate h_;
+    reservoir_counters& c_;
+};
+
+} // namespace hugezero::detail
+
+#endif

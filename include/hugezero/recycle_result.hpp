@@ -1,0 +1,57 @@
+/// @file
+/// @brief hugezero::recycle_result: what pool::recycle() did with a lease given back.
+#ifndef HUGEZERO_RECYCLE_RESULT_HPP
+#define HUGEZERO_RECYCLE_RESULT_HPP
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+namespace hugezero {
+
+/// What became of a lease given back to pool::recycle().
+enum class recycle_status {
+    recycled,       ///< Taken back: a worker scrubs it, then it joins the reservoir.
+    deferred,       ///< Something still refers to the file (a copy of the fd, a mapping, an fd in a socket):
+                    ///< the pool looks again every retry period, and recycles it once nothing does.
+    unverifiable,   ///< It cannot be told whether something still refers to the file: not recycled.
+    no_reservoir,   ///< The pool has no reservoir for the lease's node and page size.
+    reservoir_full, ///< The reservoir holds, or will hold, its target without it.
+    unusable,       ///< The file no longer holds exactly the lease's pages, or could not be cut.
+};
+
+/// Prints e.g. `recycled` or `reservoir full`.
+inline std::ostream& operator<<(std::ostream& out, recycle_status s)
+{
+    switch (s) {
+    case recycle_status::recycled:
+        return out << "recycled";
+    case recycle_status::deferred:
+        return out << "deferred";
+    case recycle_status::unverifiable:
+        return out << "unverifiable";
+    case recycle_status::no_reservoir:
+        return out << "no reservoir";
+    case recycle_status::reservoir_full:
+        return out << "reservoir full";
+    case recycle_status::unusable:
+        return out << "unusable";
+    }
+    return out << "unknown";
+}
+
+/// What pool::recycle() did with a lease (which it always takes: the lease is left closed).
+/// Unless it was recycled or deferred, its pages went back to the kernel, as when a lease
+/// closes (once nothing else refers to the file).
+struct recycle_result {
+    recycle_status status = recycle_status::recycled; ///< What became of it.
+    std::uint64_t pages = 0; ///< Pages kept for the reservoir (fewer than the lease's if it would overfill it).
+    std::string message;     ///< Why it was not recycled (yet), naming a holder where one is found; empty if it was.
+
+    /// Whether the lease was recycled.
+    explicit operator bool() const noexcept { return status == recycle_status::recycled; }
+};
+
+} // namespace hugezero
+
+#endif

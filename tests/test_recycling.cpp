@@ -1,0 +1,231 @@
+// Recycling on this machine's huge pages (root; each test reserves the pages it needs and
+// restores nr_hugepages, or skips with the reason): a lease given back is scrubbed and serves
+// the next VM warm, every byte zero, without the kernel allocating (and zeroing) its pages
+// again; a copy of its fd in another process, a mapping in another process and an fd in flight
+// in a socket (which /proc cannot show) each hold the recycling until they are gone.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hugezero/hugezero.hpp>
+
+#include "support/hstates.hpp"
+#include "support/hugepages.hpp"
+#include "support/pool_pages.hpp"
+#include "support/sim_pool.hpp"
+#include "support/skip.hpp"
+#include "support/threads.hpp"
+
+using namespace hugezero::literals;
+using namespace std::chrono_literals;
+using hugezero::recycle_status;
+using hugezero::test::all_zero;
+using hugezero::test::free_pages;
+using hugezero::test::node0_1g;
+using hugezero::test::node0_2m;
+using hugezero::test::fill_then_pause;
+using hugezero::test::one_reservoir; // quiet_after_lease 0: the refill does not wait
+using resources = hugezero::test::pool_resources;
+
+namespace {
+
+constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+
+#define REQUIRE_HUGEPAGES(reservation)                                                                       \
+    HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages");                  \
+    HUGEZERO_SKIP_IF(!(reservation).ok(), (reservation).reason())
+
+// A warm lease of @p bytes of @p h, its every byte written by a tenant (and unmapped again).
+hugezero::lease dirtied(hugezero::pool& p, const hugezero::hstate& h, std::uint64_t bytes)
+{
+    auto got = p.acquire(h, bytes);
+    REQUIRE_MESSAGE(got, got.message);
+    REQUIRE(got.lease.cold_pages() == 0);
+    const auto m = got.lease.map();
+    REQUIRE(all_zero(m));
+    std::memset(m.data(), 0xa5, m.size());
+    return std::move(got.lease);
+}
+
+// A pool of one reservoir of @p h, filled, paused (so that the refill leaves the room a lease
+// given back needs), retrying every 5 ms.
+hugezero::pool_options recycling_pool(const hugezero::hstate& h, std::uint64_t target)
+{
+    auto options = one_reservoir(h, target);
+    options.retry_period = 5ms;
+    return options;
+}
+
+// Resumes @p p and waits until it is filled again; whether the next lease of @p bytes of @p h is
+// warm and reads zero.
+bool serves_zeroes_again(hugezero::pool& p, const hugezero::hstate& h, std::uint64_t bytes)
+{
+    p.resume();
+    REQUIRE(p.wait_filled(30s));
+    auto again = p.acquire(h, bytes);
+    REQUIRE_MESSAGE(again, again.message);
+    return again.lease.cold_pages() == 0 && all_zero(again.lease.map());
+}
+
+// Waits until the pool has taken the file given back off its waiting list and queued its scrub.
+bool queued_for_scrub(const hugezero::pool& p, const hugezero::hstate& h, std::uint64_t pages)
+{
+    return hugezero::test::wait_until([&] { return p.statistics(h).scrubbing_pages == pages; }, 10s);
+}
+
+} // namespace
+
+TEST_SUITE("pool")
+{
+    TEST_CASE("a recycled lease reads zero and serves the next VM warm, the kernel allocating nothing")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 16);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 16 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 16 * mib);
+            const std::uint64_t free_with_lease = free_pages(2_MiB);
+            const auto r = p.recycle(std::move(l));
+            REQUIRE_MESSAGE(r, r.message);
+            CHECK(r.pages == 8);
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+            const auto s = p.statistics(node0_2m);
+            CHECK(s.scrubbed_pages == 8);
+            CHECK(s.refill_pages == 8); // the first fill only
+            CHECK(free_pages(2_MiB) == free_with_lease);
+            MESSAGE("scrub: ", s.scrub_bytes_per_second() / 1e9, " GB/s, refill: ", s.refill_bytes_per_second() / 1e9, " GB/s");
+            auto again = p.acquire(node0_2m, 16 * mib);
+            REQUIRE_MESSAGE(again, again.message);
+            CHECK(again.lease.cold_pages() == 0);
+            CHECK(all_zero(again.lease.map()));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("1 GiB pages: a recycled lease reads zero")
+    {
+        hugezero::test::hugepage_reservation reservation(1_GiB, 1);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(1_GiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_1g, 1_GiB .bytes()));
+            fill_then_pause(p, 30s);
+            const auto r = p.recycle(dirtied(p, node0_1g, 1_GiB .bytes()));
+            REQUIRE_MESSAGE(r, r.message);
+            p.resume();
+            REQUIRE(p.wait_filled(30s));
+            CHECK(p.statistics(node0_1g).refill_pages == 1);
+            auto again = p.acquire(node0_1g, 1_GiB .bytes());
+            REQUIRE_MESSAGE(again, again.message);
+            CHECK(all_zero(again.lease.map()));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("a mapping in another process holds the recycling up, and once the process exits, it proceeds")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 8);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
+            int go[2];
+            REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+            void* shared = ::mmap(nullptr, l.size(), PROT_READ, MAP_SHARED, l.fd(), 0);
+            REQUIRE(shared != MAP_FAILED);
+            const int lease_fd = l.fd();
+            const pid_t child = ::fork();
+            REQUIRE(child >= 0);
+            if (child == 0) { // keeps only the mapping: its copy of the lease's fd is closed
+                ::close(lease_fd);
+                ::close(go[1]);
+                char c;
+                (void)!::read(go[0], &c, 1);
+                ::_exit(0);
+            }
+            ::close(go[0]);
+            ::munmap(shared, l.size());
+            const auto deferred = p.recycle(std::move(l));
+            CHECK(deferred.status == recycle_status::deferred);
+            // The child holds the mapping, and inherited the pool's own fd too: either names it.
+            CHECK_MESSAGE(deferred.message.find("process " + std::to_string(child)) != std::string::npos, deferred.message);
+            ::close(go[1]);
+            int status = 0;
+            REQUIRE(::waitpid(child, &status, 0) == child);
+            REQUIRE(queued_for_scrub(p, node0_2m, 4));
+            CHECK(serves_zeroes_again(p, node0_2m, 8 * mib));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("an fd in flight in a socket, which /proc cannot show, holds the recycling up until the socket closes")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 8);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
+            int sockets[2];
+            REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) == 0);
+            hugezero::send_lease(sockets[0], l); // never received
+            const auto deferred = p.recycle(std::move(l));
+            CHECK(deferred.status == recycle_status::deferred);
+            CHECK(deferred.message == "hugezero: node0/2MiB lease not recycled yet: the file is still in use; it will be once "
+                                      "nothing else refers to it");
+            ::close(sockets[0]);
+            ::close(sockets[1]); // the message and its fd go with the socket
+            REQUIRE(queued_for_scrub(p, node0_2m, 4));
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("1000 recycle cycles: every lease reads zero, nothing leaks, the kernel allocates nothing")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 4);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 4 * mib));
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            int not_zero = 0;
+            for (int cycle = 0; cycle < 1000; ++cycle) {
+                p.pause(); // else the refill fills the room before the lease comes back
+                auto got = p.acquire(node0_2m, 4 * mib);
+                REQUIRE_MESSAGE(got, got.message);
+                {
+                    const auto m = got.lease.map();
+                    not_zero += all_zero(m) ? 0 : 1;
+                    std::memset(m.data(), cycle & 0xff, m.size());
+                }
+                const auto r = p.recycle(std::move(got.lease));
+                REQUIRE_MESSAGE(r, r.message);
+                p.resume();
+                REQUIRE(p.wait_filled(10s));
+            }
+            CHECK(not_zero == 0);
+            const auto s = p.statistics(node0_2m);
+            CHECK(s.recycled_leases == 1000);
+            CHECK(s.scrubbed_pages == 2000);
+            CHECK(s.refill_pages == 2);
+            CHECK(s.cold_pages_served == 0);
+        }
+        before.check_restored();
+    }
+}
