@@ -56,7 +56,10 @@ public:
                 scrubber(e_, *joined->slot, stop_, gate_).run(std::move(*joined->scrub));
                 continue;
             }
-            if (joined->started && helped)
+            // A job of one step has nothing to share: a worker that joined it would take that
+            // step through the window (holding the memory-map lock shared), and the starter's
+            // mapping of its next file would wait for it (the lock, exclusively).
+            if (joined->started && helped && joined->job->growth() > e_.step_pages(joined->slot->counters->which.size))
                 share(*joined->slot, *joined->job);
             const filler fill{e_.m.files(), joined->job->file().fd.get(), joined->slot->counters->which.size,
                               joined->started ? nullptr : joined->job->window()};
