@@ -114,7 +114,9 @@ TEST_SUITE("faults")
 
     TEST_CASE("ENOENT mid-run: the service counts the errors, keeps other nodes zeroed, and recovers when the node returns")
     {
-        simulated s(hugezero::sim::machine_builder().nodes(2).pages(2_MiB, 40).page_cost(2_MiB, 2ms));
+        // 100 pages of 2 ms each: node 1 still has pages to zero when it leaves, even if this
+        // thread is not scheduled for a while.
+        simulated s(hugezero::sim::machine_builder().nodes(2).pages(2_MiB, 100).page_cost(2_MiB, 2ms));
         const auto before = count_resources();
         {
             hugezero::service_options options;
@@ -126,7 +128,10 @@ TEST_SUITE("faults")
             REQUIRE(hugezero::test::wait_until([&] { return s.kernel->counts(node1_2m).zeroed >= 4; }));
             s.kernel->set_online(node_id(1), false);
             REQUIRE(hugezero::test::wait_until([&] { return service.statistics(node1_2m).errors >= 2; }));
-            CHECK(service.statistics(node1_2m).last_error.value() == ENOENT);
+            // ENOENT opening or reading the attribute again; through FUSE, ENODEV writing to an
+            // open file of the removed attribute, if that was the last thing a worker did.
+            const int error = service.statistics(node1_2m).last_error.value();
+            CHECK((error == ENOENT || (hugezero::test::through_emulator && error == ENODEV)));
             // Node 0 is not held up by node 1.
             REQUIRE(hugezero::test::wait_until([&] { return s.kernel->zeroable(node0_2m) == 0; }));
             CHECK(s.kernel->counts(node1_2m).dirty > 0);

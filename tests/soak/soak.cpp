@@ -45,7 +45,6 @@
 
 #include "support/hugepages.hpp"
 #include "support/resources.hpp"
-#include "support/threads.hpp"
 
 using namespace hugezero::literals;
 using namespace std::chrono_literals;
@@ -477,9 +476,6 @@ int main(int argc, char** argv)
     } catch (const std::exception& e) {
         v.add(std::string("unexpected exception: ") + e.what());
     }
-    // A thread joined a moment ago may still be listed (the kernel clears its id, which join
-    // waits for, before it leaves /proc/self/task; under software emulation, for longer).
-    (void)hugezero::test::wait_until([&] { return hugezero::test::count_resources() == before; }, std::chrono::seconds(2));
     const auto after = hugezero::test::count_resources();
     if (!(after == before)) {
         std::ostringstream what;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -26,8 +27,29 @@ struct resource_counts {
     }
 };
 
+// Whether the thread listed at `task` (a /proc/self/task entry) has begun to exit. A thread that
+// was joined a moment ago may still be listed: the kernel wakes the joiner when it clears the
+// thread's id, before the thread leaves the list. It set PF_EXITING before that, and shows it in
+// the flags field of its stat file (the 9th; the 7th after the name, which may hold spaces).
+inline bool thread_exiting(const std::filesystem::path& task)
+{
+    constexpr unsigned long pf_exiting = 0x4;
+    std::ifstream stat(task / "stat");
+    std::string line;
+    if (!std::getline(stat, line))
+        return true; // gone while it was read
+    const auto name_end = line.rfind(')');
+    if (name_end == std::string::npos)
+        return false;
+    std::istringstream fields(line.substr(name_end + 1));
+    std::string field;
+    for (int i = 0; i < 7 && fields >> field; ++i) {
+    }
+    return (std::stoul(field) & pf_exiting) != 0;
+}
+
 // The open descriptors of this process (the one used to list them included, both times) and its
-// threads, except the emulator's.
+// threads, except the emulator's and those exiting.
 inline resource_counts count_resources()
 {
     // A thread started and joined first, so that a runtime that starts a helper thread with the
@@ -42,7 +64,7 @@ inline resource_counts count_resources()
         std::ifstream comm(entry.path() / "comm");
         std::string name;
         std::getline(comm, name);
-        if (name != uncounted_thread_name)
+        if (name != uncounted_thread_name && !thread_exiting(entry.path()))
             ++r.threads;
     }
     return r;

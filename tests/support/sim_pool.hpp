@@ -10,20 +10,18 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include <doctest/doctest.h>
 
 #include <hugezero/hugezero.hpp>
 
 #include "support/resources.hpp"
-#include "support/threads.hpp"
 
 namespace hugezero::test {
 
 struct sim_pool_machine {
     explicit sim_pool_machine(const sim::machine_builder& builder)
-        : kernel(builder.build()), machine(std::make_shared<sim::backend>(kernel)), resources(settled_resources())
+        : kernel(builder.build()), machine(std::make_shared<sim::backend>(kernel)), resources(count_resources())
     {
         for (const hstate& h : kernel->hstates())
             pages.emplace(h, kernel->counts(h));
@@ -42,25 +40,7 @@ struct sim_pool_machine {
             CHECK(now.in_use == before.in_use);
             CHECK(now.free() == before.free());
         }
-        // A thread joined just before may still be listed for a moment (the kernel clears its
-        // id, which join waits for, before it leaves /proc/self/task).
-        CHECK_MESSAGE(wait_until([&] { return count_resources() == resources; }, std::chrono::seconds(2)),
-                      "now: ", count_resources(), ", at the start: ", resources);
-    }
-
-    // The fds and threads once threads joined before have left /proc/self/task: the same
-    // count twice, 5 ms apart (a lingering thread goes within microseconds).
-    static resource_counts settled_resources()
-    {
-        resource_counts last = count_resources();
-        for (int i = 0; i < 200; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-            const resource_counts now = count_resources();
-            if (now == last)
-                return now;
-            last = now;
-        }
-        return last;
+        CHECK(count_resources() == resources);
     }
 
     // Pages of the file behind @p fd, per node.
@@ -72,8 +52,6 @@ struct sim_pool_machine {
     std::map<hstate, sim::page_counts> pages;
 };
 
-// One reservoir of @p target_bytes of @p h, in files of @p chunk_bytes (0: one file), leaving
-// @p floor_pages free.
 // Starts @p p, waits until it is filled, and pauses it: the refill then leaves the room to a
 // lease given back (recycling tests).
 inline void fill_then_pause(pool& p, std::chrono::seconds limit = std::chrono::seconds(10))
@@ -83,6 +61,8 @@ inline void fill_then_pause(pool& p, std::chrono::seconds limit = std::chrono::s
     p.pause();
 }
 
+// One reservoir of @p target_bytes of @p h, in files of @p chunk_bytes (0: one file), leaving
+// @p floor_pages free.
 inline pool_options one_reservoir(const hstate& h, std::uint64_t target_bytes, std::uint64_t chunk_bytes = 0,
                                   std::uint64_t floor_pages = 0)
 {
