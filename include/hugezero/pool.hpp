@@ -274,6 +274,8 @@ private:
         slot.chunk_pages = slot.chunk_follows_target ? slot.target_pages : pages_for(o.chunk_bytes, o.which.size);
         c.floor_pages.store(o.floor_pages);
         c.target_pages.store(slot.target_pages);
+        if (!o.cgroup.empty())
+            e_.charge(o.which, o.cgroup);
         listed_.push_back(o.which);
     }
 

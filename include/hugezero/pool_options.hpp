@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <vector>
 
 #include <hugezero/hstate.hpp>
@@ -31,6 +32,16 @@ struct reservoir_options {
     /// Free huge pages of this size the pool always leaves on the node, for everyone else:
     /// neither the refill nor an acquire() takes the node below it.
     std::uint64_t floor_pages = 0;
+    /// A cgroup v2 directory to charge the reservoir's pages to (its `hugetlb.<size>.current`);
+    /// empty: the pool's own process's cgroup, as any allocation. The kernel charges a hugetlb
+    /// page to the cgroup of the process that allocates it, and a process's threads all share
+    /// its cgroup, so the pool allocates these pages (refill and cold pages of its leases) in
+    /// helper processes it starts in that cgroup (`clone3(CLONE_INTO_CGROUP)`), one per
+    /// allocating thread, which end with the pool. The directory must have the hugetlb
+    /// controller enabled and no child cgroups with controllers (cgroup v2 places no process
+    /// in such a one); the pool's constructor says otherwise, naming it. A charge stays with its
+    /// page until the page goes back to the kernel, whoever holds the lease. Real kernel only.
+    std::filesystem::path cgroup{};
 };
 
 /// How a pool runs.

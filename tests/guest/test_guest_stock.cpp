@@ -2,7 +2,7 @@
 // (scripts/guest): the stock-kernel tools where placement can fail. Every page of a lease on the
 // node asked for, with 2 MiB and 1 GiB pages; the refill workers bound to the node and pinned to
 // its CPU; prefault threads faulting on the node; a pool's pages charged to its process's
-// hugetlb cgroup; and the ABI, absent, reported as such.
+// hugetlb cgroup, or to a reservoir's; and the ABI, absent, reported as such.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -305,6 +305,46 @@ TEST_SUITE("guest-stock")
         CHECK(hugezero::test::wait_until([&] { // exited workers leave the cgroup a moment after their join
             std::error_code error;
             return std::filesystem::remove(cgroup, error) || !std::filesystem::exists(cgroup);
+        }));
+        counters.check_restored();
+    }
+
+    TEST_CASE("a reservoir charged to a cgroup has its pages, warm and cold, on its node and charged to that cgroup")
+    {
+        REQUIRE_TWO_NODES();
+        const auto m = hugezero::machine::open();
+        const counters_guard counters(m);
+        const std::filesystem::path root = "/sys/fs/cgroup";
+        const std::filesystem::path tenant = root / "hugezero-tenant";
+        REQUIRE(hugezero::test::guest::write_text(root / "cgroup.subtree_control", "+hugetlb +memory"));
+        std::filesystem::create_directory(tenant);
+        const auto charged = [&] { return std::stoull(hugezero::test::guest::read_text(tenant / "hugetlb.2MB.current")); };
+        {
+            auto options = one_reservoir(node1_2m, 16 * mib);
+            options.reservoirs[0].cgroup = tenant;
+            hugezero::pool p(m, options);
+            p.start();
+            REQUIRE(p.wait_filled(60s));
+            CHECK(charged() == 16 * mib);
+            p.stop();
+            // From node 0's CPU: the helper takes on this thread's binding to node 1 (the cold
+            // path's), not its own placement.
+            hugezero::test::run_in_new_thread([&] {
+                hugezero::thread_settings on_node0;
+                on_node0.cpus = m.topology().node(node_id(0)).cpus;
+                REQUIRE(hugezero::apply_to_current_thread(on_node0).empty());
+                auto got = p.acquire(node1_2m, 24 * mib); // 4 pages more, cold
+                REQUIRE_MESSAGE(got, got.message);
+                CHECK(got.lease.cold_pages() == 4);
+                CHECK(charged() == 24 * mib);
+                const auto ram = got.lease.map();
+                CHECK(page_nodes(ram.data(), ram.size(), 2_MiB) == std::vector<int>(12, 1));
+            });
+        }
+        CHECK(charged() == 0);
+        CHECK(hugezero::test::wait_until([&] { // helpers reaped a moment ago may still be counted
+            std::error_code error;
+            return std::filesystem::remove(tenant, error) || !std::filesystem::exists(tenant);
         }));
         counters.check_restored();
     }

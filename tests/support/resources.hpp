@@ -20,10 +20,11 @@ inline constexpr const char* uncounted_thread_name = "hz-fuse";
 struct resource_counts {
     std::size_t fds = 0;
     std::size_t threads = 0;
+    std::size_t children = 0; // child processes, reaped or not (a helper the pool forgot)
     friend bool operator==(const resource_counts&, const resource_counts&) = default;
     friend std::ostream& operator<<(std::ostream& out, const resource_counts& r)
     {
-        return out << r.fds << " fds, " << r.threads << " threads";
+        return out << r.fds << " fds, " << r.threads << " threads, " << r.children << " children";
     }
 };
 
@@ -49,7 +50,7 @@ inline bool thread_exiting(const std::filesystem::path& task)
 }
 
 // The open descriptors of this process (the one used to list them included, both times) and its
-// threads, except the emulator's and those exiting.
+// threads, except the emulator's and those exiting, and its child processes.
 inline resource_counts count_resources()
 {
     // A thread started and joined first, so that a runtime that starts a helper thread with the
@@ -66,6 +67,9 @@ inline resource_counts count_resources()
         std::getline(comm, name);
         if (name != uncounted_thread_name && !thread_exiting(entry.path()))
             ++r.threads;
+        std::ifstream children(entry.path() / "children"); // CONFIG_PROC_CHILDREN
+        for (std::string pid; children >> pid;)
+            ++r.children;
     }
     return r;
 }

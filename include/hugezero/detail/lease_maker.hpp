@@ -153,11 +153,17 @@ private:
             return std::nullopt; // the counters cannot tell: let the kernel decide
         }
         const std::uint64_t floor = e_.state->counters.at(which_)->floor_pages.load();
-        if (available >= floor && available - floor >= missing)
-            return std::nullopt;
-        put_back();
-        return acquire_failure(ENOSPC, cannot_lease(bytes_, which_)
-                                           + short_of_pages_reason(which_, ready_, missing, available, floor));
+        if (available < floor || available - floor < missing) {
+            put_back();
+            return acquire_failure(ENOSPC, cannot_lease(bytes_, which_)
+                                               + short_of_pages_reason(which_, ready_, missing, available, floor));
+        }
+        if (const std::uint64_t room = e_.charge_room(which_, missing); room < missing) {
+            put_back();
+            return acquire_failure(ENOSPC, cannot_lease(bytes_, which_) + over_charge_limit_reason(which_, ready_, missing, room,
+                                                                                               e_.charged.at(which_)->cgroup()));
+        }
+        return std::nullopt;
     }
 
     std::optional<acquire_result> trim()
@@ -176,7 +182,7 @@ private:
     // more than one thread (see cold_fill), checking the stop token between steps.
     std::optional<acquire_result> grow()
     {
-        hugetlb_files& files = e_.m.files();
+        hugetlb_files& files = e_.files_for(which_);
         const std::uint64_t had = file_.pages;
         const auto fail = [&](int error, const char* call) {
             const std::uint64_t got = pages_in_file_now() - had;

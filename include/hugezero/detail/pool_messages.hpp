@@ -5,12 +5,14 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <system_error>
 #include <utility>
 
 #include <hugezero/acquire_result.hpp>
 #include <hugezero/detail/bytes_text.hpp>
+#include <hugezero/detail/charged_files.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/thread_settings.hpp>
 
@@ -71,6 +73,17 @@ inline std::string short_of_pages_reason(const hstate& h, std::uint64_t ready, s
     if (floor > 0)
         text += ", of which the floor of " + std::to_string(floor) + " stays free";
     return text + " (nothing was allocated)";
+}
+
+/// Why an acquire() was refused before allocating anything: the reservoir had @p ready of its
+/// pages, and its @p cgroup's hugetlb limit leaves @p room of the @p missing others.
+inline std::string over_charge_limit_reason(const hstate& h, std::uint64_t ready, std::uint64_t missing,
+                                            std::uint64_t room, const std::filesystem::path& cgroup)
+{
+    return "the reservoir had " + std::to_string(ready) + " pages ready, " + std::to_string(missing)
+           + " more are needed, and the hugetlb limit of its cgroup " + cgroup.string() + " (hugetlb."
+           + charged_files::hugetlb_size_name(h.size) + ".max, here or above) leaves room for " + std::to_string(room)
+           + " (nothing was allocated)";
 }
 
 /// Why an acquire() was refused before allocating anything: the reservoir had @p ready of its

@@ -22,6 +22,7 @@
 #include <hugezero/detail/guarded.hpp>
 #include <hugezero/detail/refill_pacing.hpp>
 #include <hugezero/detail/reservoir.hpp>
+#include <hugezero/detail/charged_files.hpp>
 #include <hugezero/detail/reservoir_counters.hpp>
 #include <hugezero/detail/worker_group.hpp>
 #include <hugezero/hstate.hpp>
@@ -245,7 +246,35 @@ struct pool_engine {
     pool_options options;
     std::shared_ptr<pool_state> state;
     std::map<hstate, std::unique_ptr<floor_gate>> floors; // every hstate; fixed
+    std::map<hstate, std::shared_ptr<charged_files>> charged; // reservoirs with a cgroup; fixed
     rate_limiter limiter;
+
+    /// The files through which @p h's pages are allocated: those charging its reservoir's
+    /// cgroup, or the machine's.
+    [[nodiscard]] hugetlb_files& files_for(const hstate& h) const noexcept
+    {
+        const auto it = charged.find(h);
+        return it == charged.end() ? m.files() : *it->second;
+    }
+    /// How many of @p want pages of @p h its reservoir's cgroup may still be charged (all of
+    /// them when it has no cgroup).
+    [[nodiscard]] std::uint64_t charge_room(const hstate& h, std::uint64_t want) const noexcept
+    {
+        const auto it = charged.find(h);
+        if (it == charged.end())
+            return want;
+        return std::min(want, it->second->room(h.size));
+    }
+    /// Has @p h's pages allocated by processes in @p cgroup (reservoir_options::cgroup).
+    /// @throws std::invalid_argument on a simulated kernel (charging runs real processes);
+    /// std::system_error naming @p cgroup if it cannot be used.
+    void charge(const hstate& h, const std::filesystem::path& cgroup)
+    {
+        if (dynamic_cast<const kernel_hugetlb_files*>(&m.files()) == nullptr)
+            throw std::invalid_argument("hugezero: reservoir " + to_string(h) + " names cgroup " + cgroup.string()
+                                        + ", but charging to a cgroup needs the real kernel's hugetlb files");
+        charged.emplace(h, std::make_shared<charged_files>(kernel_hugetlb_files::instance(), cgroup));
+    }
 
     /// The reservoirs of @p listed on @p node, largest pages first: a 1 GiB page saves a VM the
     /// most.

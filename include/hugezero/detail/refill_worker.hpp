@@ -61,7 +61,7 @@ public:
             // mapping of its next file would wait for it (the lock, exclusively).
             if (joined->started && helped && joined->job->growth() > e_.step_pages(joined->slot->counters->which.size))
                 share(*joined->slot, *joined->job);
-            const filler fill{e_.m.files(), joined->job->file().fd.get(), joined->slot->counters->which.size,
+            const filler fill{e_.files_for(joined->slot->counters->which), joined->job->file().fd.get(), joined->slot->counters->which.size,
                               joined->started ? nullptr : joined->job->window()};
             try {
                 while (step(*joined->slot, *joined->job, fill)) {
@@ -108,7 +108,7 @@ private:
     void share(const reservoir_slot& slot, fill_job& job)
     {
         int error = 0;
-        auto window = e_.m.files().window(job.file().fd.get(), slot.counters->which.size, job.goal(), error);
+        auto window = e_.files_for(slot.counters->which).window(job.file().fd.get(), slot.counters->which.size, job.goal(), error);
         if (!window)
             return;
         auto g = e_.state->core.lock();
@@ -168,7 +168,7 @@ private:
     fill_job* start_job(reservoir_slot& slot)
     {
         const hstate& h = slot.counters->which;
-        hugetlb_files& files = e_.m.files();
+        hugetlb_files& files = e_.files_for(h);
         const std::uint64_t deficit = slot.target_pages - slot.planned_pages();
         pool_file file = slot.files.take_largest_below(slot.chunk_pages).value_or(pool_file{});
         const std::uint64_t goal = std::min(slot.chunk_pages, file.pages + deficit);
@@ -204,6 +204,11 @@ private:
             want, [&] { return e_.m.available(h); }, stop_, [&] { return should_leave(job); });
         if (claim.pages() == 0)
             return leave(slot, job, claim.hold(), claim.error());
+        // A charged reservoir stops at its cgroup's hugetlb limit as at the node's last free
+        // page: a step past it would fail, and give back the pages it got.
+        claim.shrink_to(e_.charge_room(h, claim.pages()));
+        if (claim.pages() == 0)
+            return leave(slot, job, refill_hold::no_pages, ENOSPC);
         if (!gate_.enter()) // paused
             return leave(slot, job, refill_hold::none, 0);
         const std::optional<fill_step> s = take_step(job, claim.pages());
