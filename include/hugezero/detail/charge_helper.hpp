@@ -67,11 +67,19 @@ inline constexpr int charge_interrupt_signal = SIGURG;
 
 namespace charge_child {
 
+// The helper's code runs in a copy of a process whose other threads may have held the
+// sanitizers' locks at the copy: ThreadSanitizer does not instrument it.
+#if defined(__clang__) || defined(__GNUC__)
+#define HUGEZERO_DETAIL_CHILD_CODE __attribute__((no_sanitize("thread")))
+#else
+#define HUGEZERO_DETAIL_CHILD_CODE
+#endif
+
 inline void ignore_signal(int) noexcept {}
 
 /// Whether line [@p begin, @p end) of /proc/self/maps is a mapping the helper must drop: a
 /// shared one, or a private hugetlb one.
-inline bool must_unmap(const char* begin, const char* end, std::uintptr_t& start, std::uintptr_t& stop) noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline bool must_unmap(const char* begin, const char* end, std::uintptr_t& start, std::uintptr_t& stop) noexcept
 {
     const char* p = begin;
     start = 0;
@@ -102,7 +110,7 @@ inline bool must_unmap(const char* begin, const char* end, std::uintptr_t& start
 }
 
 /// Unmaps every shared and every hugetlb mapping the helper inherited.
-inline void drop_inherited_mappings() noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline void drop_inherited_mappings() noexcept
 {
     const int maps = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC));
     if (maps < 0)
@@ -133,7 +141,7 @@ inline void drop_inherited_mappings() noexcept
 }
 
 /// Takes on the caller's memory policy and CPUs.
-inline void take_on(const charge_request& r) noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline void take_on(const charge_request& r) noexcept
 {
     if (r.policy_mode == 0)
         ::syscall(SYS_set_mempolicy, 0, nullptr, 0UL);
@@ -143,7 +151,7 @@ inline void take_on(const charge_request& r) noexcept
         ::sched_setaffinity(0, sizeof(r.cpus), &r.cpus);
 }
 
-inline int perform(const charge_request& r, int fd) noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline int perform(const charge_request& r, int fd) noexcept
 {
     const std::uint64_t offset = r.first * r.page_bytes;
     const std::uint64_t length = r.count * r.page_bytes;
@@ -158,7 +166,7 @@ inline int perform(const charge_request& r, int fd) noexcept
 }
 
 /// The helper's life: serve requests until the pool closes its end of the socket.
-[[noreturn]] inline void serve(int sock) noexcept
+HUGEZERO_DETAIL_CHILD_CODE [[noreturn]] inline void serve(int sock) noexcept
 {
     if (sock > 0)
         ::syscall(SYS_close_range, 0U, static_cast<unsigned>(sock - 1), 0U);
@@ -204,6 +212,8 @@ inline int perform(const charge_request& r, int fd) noexcept
 }
 
 } // namespace charge_child
+
+#undef HUGEZERO_DETAIL_CHILD_CODE
 
 /// clone3()'s arguments (<linux/sched.h>, which conflicts with <sched.h> in some libcs).
 struct clone3_args {
