@@ -128,6 +128,51 @@ TEST_SUITE("pool-sim")
         t.check_restored();
     }
 
+    TEST_CASE("by default the refill then makes files of the latest lease's size: the next VMs of that size are warm")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool p(t.machine, one_reservoir(node0_2m, 32 * mib)); // chunk_bytes 0
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            CHECK(p.statistics(node0_2m).ready_files == 1); // any lease up to the target is warm
+            std::vector<hugezero::lease> vms;
+            auto first = p.acquire(node0_2m, 8 * mib); // trims the one file
+            REQUIRE_MESSAGE(first, first.message);
+            CHECK(first.lease.cold_pages() == 0);
+            vms.push_back(std::move(first.lease));
+            REQUIRE(p.wait_filled(10s));
+            p.stop();
+            CHECK(p.statistics(node0_2m).ready_files == 4); // of 4 pages each
+            for (int i = 0; i < 4; ++i) {
+                auto next = p.acquire(node0_2m, 8 * mib);
+                REQUIRE_MESSAGE(next, next.message);
+                CHECK(next.lease.cold_pages() == 0);
+                vms.push_back(std::move(next.lease));
+            }
+            CHECK(p.statistics(node0_2m).trimmed_pages == 12); // the first lease's only
+        }
+        t.check_restored();
+    }
+
+    TEST_CASE("a chunk_bytes set stays: the refill makes files of that size whatever the leases")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool p(t.machine, one_reservoir(node0_2m, 32 * mib, 16 * mib));
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            auto got = p.acquire(node0_2m, 8 * mib);
+            REQUIRE_MESSAGE(got, got.message);
+            REQUIRE(p.wait_filled(10s));
+            p.stop();
+            const auto s = p.statistics(node0_2m);
+            CHECK(s.ready_files == 2); // the file left and a new one, of 8 pages each (not 4)
+            CHECK(s.ready_pages == 16);
+        }
+        t.check_restored();
+    }
+
     TEST_CASE("a larger lease grows the file with cold pages, allocated on the node asked for")
     {
         sim_pool_machine t(two_nodes());

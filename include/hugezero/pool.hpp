@@ -270,8 +270,9 @@ private:
         c.listed = true;
         detail::reservoir_slot& slot = core.slots.at(o.which);
         slot.target_pages = pages_for(o.target_bytes, o.which.size);
-        slot.chunk_follows_target = o.chunk_bytes == 0;
-        slot.chunk_pages = slot.chunk_follows_target ? slot.target_pages : pages_for(o.chunk_bytes, o.which.size);
+        slot.chunk_follows_leases = o.chunk_bytes == 0;
+        slot.chunk_pages = pages_for(o.chunk_bytes, o.which.size);
+        slot.follow_leases();
         c.floor_pages.store(o.floor_pages);
         c.target_pages.store(slot.target_pages);
         if (!o.cgroup.empty())

@@ -20,13 +20,16 @@ struct reservoir_options {
     hstate which{node_id(0), page_2mib};
     /// How much memory to keep allocated and zeroed, in bytes, rounded up to whole pages.
     std::uint64_t target_bytes = 0;
-    /// The size of each reservoir file, rounded up to whole pages; 0 means target_bytes (one
-    /// file holds the whole reservoir).
+    /// The size of each reservoir file, rounded up to whole pages; 0 means: follow the leases
+    /// (target_bytes until the first lease, then the size of the latest lease).
     ///
     /// A lease is one file, and pages cannot move between files: a lease is served warm only up
-    /// to the size of the largest ready file. Set it to the size of the VMs you start (a lease
-    /// of exactly a file's size is a hand-over of microseconds) or leave it at the target (any
-    /// lease up to the target is warm; a smaller one gives the excess pages back to the kernel).
+    /// to the size of the largest ready file, and a smaller one gives the file's excess pages
+    /// back to the kernel. Set it to the size of the VMs you start (a lease of exactly a file's
+    /// size is a hand-over of microseconds, and the other files stay for the next VMs). By
+    /// default the first lease (of any size up to the target) is warm, and the refill then
+    /// makes files of that lease's size, so the next VM of that size is warm too, and the
+    /// reservoir holds as many of them as the target allows. docs/pool.md, "Sizing chunks".
     /// Either way every refill worker of the node helps fill the file being filled.
     std::uint64_t chunk_bytes = 0;
     /// Free huge pages of this size the pool always leaves on the node, for everyone else:

@@ -109,6 +109,8 @@ private:
             for (auto& [h, other] : g->slots)
                 other.close_jobs();
         }
+        mine.latest_lease_pages = pages_;
+        mine.follow_leases();
         const bool short_of_pages = mine.files.best_for(pages_) < pages_;
         if (short_of_pages) {
             ++mine.cold_allocations;

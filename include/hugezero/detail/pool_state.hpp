@@ -39,13 +39,23 @@ struct reservoir_slot {
 
     reservoir_counters* counters;
     std::uint64_t target_pages = 0;
-    std::uint64_t chunk_pages = 0;
-    bool chunk_follows_target = true;           // chunk_bytes was 0: one file holds the target
+    std::uint64_t chunk_pages = 0;              // the size of the files the refill makes
+    bool chunk_follows_leases = true;           // chunk_bytes was 0 (see follow_leases())
+    std::uint64_t latest_lease_pages = 0;       // the size of the latest lease, 0 before any
     reservoir files;                            // the ready files
     std::vector<std::unique_ptr<fill_job>> jobs; // the files being filled
     std::deque<scrub_item> scrub_queue;         // recycled files waiting for their scrub
     std::uint64_t scrub_pages = 0;              // their pages, and those of scrubs in progress
     std::deque<returned_file> returned;         // given back, still referred to elsewhere
+
+    /// The default chunk (reservoir_options::chunk_bytes 0): the target until the first lease
+    /// (any lease up to the target is warm), then the size of the latest lease, so that the
+    /// refill makes files the next VM of that size takes whole. Call when either changes.
+    void follow_leases() noexcept
+    {
+        if (chunk_follows_leases)
+            chunk_pages = latest_lease_pages == 0 ? target_pages : std::min(latest_lease_pages, target_pages);
+    }
 
     /// When the refill should look at the files given back again, if any are waiting.
     [[nodiscard]] std::optional<pool_clock::time_point> next_return_check() const noexcept

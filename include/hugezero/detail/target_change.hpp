@@ -32,8 +32,7 @@ inline void change_target(pool_engine& e, const hstate& h, std::uint64_t target_
         reservoir_slot& slot = g->slots.at(h);
         slot.target_pages = target_pages;
         c.target_pages.store(target_pages);
-        if (slot.chunk_follows_target)
-            slot.chunk_pages = target_pages;
+        slot.follow_leases();
         slot.retry_at.reset();
         surplus = slot.files.shed_to(target_pages);
         excess = slot.files.take_excess(target_pages);
