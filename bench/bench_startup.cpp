@@ -1,6 +1,6 @@
 // bench_startup: what a VM start pays for its memory, cold and from hugezero's pool.
 //
-//   bench_startup [--gib N] [--repeat N] [--json] [--help]
+//   bench_startup [--gib N] [--churn-gib N] [--repeat N] [--json] [--help]
 //
 // As root, reserves the huge pages it needs (and puts every counter it changed back on exit,
 // also on an error and on SIGINT/SIGTERM/SIGHUP), then measures, for 2 MiB pages (N GiB,
@@ -21,9 +21,11 @@
 //                     under leased_s (what hugezero cannot take away)
 //   cold_leased_s     acquire + mmap + populate() from a pool with nothing ready: the cold path,
 //                     against cold_parallel_s
-//   churn             20 VMs of a quarter of the memory each, from a reservoir of two, one
+//   churn             20 VMs of --churn-gib each (default 2), from a reservoir of two, one
 //                     after the other, each given back before the next (and the reservoir
-//                     refilled): warm starts and refill CPU seconds, recycled and closed
+//                     refilled): warm starts and refill CPU seconds, recycled and closed (it
+//                     reserves three VMs' pages; with 1 GiB pages, VMs of a third of what
+//                     could be reserved if that is less)
 // Each figure is the best of --repeat runs (default 3); figures compared with each other (cold
 // and cold_leased, leased and mapped_only, refill and raw) are taken in turn in each round, so
 // that they see the same machine. Freshly reserved pages are used
@@ -75,7 +77,7 @@ constexpr int exit_usage = 2;
 
 void usage(std::ostream& out)
 {
-    out << "usage: bench_startup [--gib N] [--repeat N] [--json]\n"
+    out << "usage: bench_startup [--gib N] [--churn-gib N] [--repeat N] [--json]\n"
            "\n"
            "Measures what a VM start pays for its memory: cold first touch, QEMU-style parallel\n"
            "prefault, and a lease from hugezero's pool; and the pool's refill rate. Needs root: it\n"
@@ -83,6 +85,9 @@ void usage(std::ostream& out)
            "\n"
            "  --gib N     guest memory for 2 MiB pages, in GiB (default 2); 1 GiB pages use N GiB\n"
            "              too when that many can be reserved, else as many as can (at least 2)\n"
+           "  --churn-gib N  the size of each of the 20 VMs of the churn figure, in GiB (default 2;\n"
+           "              it reserves three VMs' pages; 1 GiB pages: a third of what can be reserved\n"
+           "              if that is less)\n"
            "  --repeat N  runs per figure; the best is kept (default 3)\n"
            "  --json      print {\"results\":[...]} on stdout instead of a table\n"
            "  --help      show this help\n";
@@ -230,6 +235,7 @@ struct figures {
     double cold_leased_s = 0;
     struct churn_figures {
         unsigned vms = 0; // 0: not measured (too few pages)
+        std::uint64_t vm_bytes = 0;
         unsigned warm_starts_recycled = 0;
         unsigned warm_starts_kernel = 0;
         double refill_cpu_s_recycled = 0;
@@ -251,7 +257,8 @@ public:
     {
     }
 
-    figures measure(hugezero::page_size page, std::uint64_t bytes)
+    // @p bytes of guest memory; churn VMs of @p churn_vm bytes (0: no churn).
+    figures measure(hugezero::page_size page, std::uint64_t bytes, std::uint64_t churn_vm)
     {
         figures f;
         f.page = page;
@@ -267,7 +274,7 @@ public:
         std::tie(f.leased_s, f.mapped_only_s) = best_in_turn([&] { return leased(page, bytes); },
                                                              [&] { return mapped_only(page, bytes); });
         progress(page, "churn: 20 VMs one after the other, recycled and closed");
-        f.churn = churn(page, bytes);
+        f.churn = churn(page, churn_vm);
         progress(page, "refill with 1 and 2 workers, raw fallocate() with 1 and 2 threads, and a scrub, in turn");
         const auto gbps = [bytes](double seconds) { return static_cast<double>(bytes) / seconds / 1e9; };
         for (unsigned i = 0; i < repeat_; ++i) {
@@ -425,16 +432,16 @@ private:
         return populated(m, 1, start); // every page is there: page tables only
     }
 
-    // 20 VMs of a quarter of @p bytes, from a reservoir of two such files, one after the
-    // other: each gives its lease back (recycled, or closed) before the next starts, once the
-    // reservoir is full again. Needs 3 VMs' pages (one out, the reservoir refilling behind it).
-    figures::churn_figures churn(hugezero::page_size page, std::uint64_t bytes)
+    // 20 VMs of @p vm bytes, from a reservoir of two such files, one after the other: each
+    // gives its lease back (recycled, or closed) before the next starts, once the reservoir is
+    // full again. Needs 3 VMs' pages (one out, the reservoir refilling behind it).
+    figures::churn_figures churn(hugezero::page_size page, std::uint64_t vm)
     {
         figures::churn_figures c;
-        const std::uint64_t vm = std::max<std::uint64_t>(1, bytes / page.bytes() / 4) * page.bytes();
-        if (3 * vm > bytes)
+        if (vm == 0)
             return c;
         c.vms = 20;
+        c.vm_bytes = vm;
         std::tie(c.warm_starts_recycled, c.refill_cpu_s_recycled) = churn_run(page, vm, c.vms, true);
         std::tie(c.warm_starts_kernel, c.refill_cpu_s_kernel) = churn_run(page, vm, c.vms, false);
         return c;
@@ -575,7 +582,8 @@ void print_json(const std::vector<figures>& results)
                   << ",\"scrub_gbps\":" << number(f.scrub_gbps) << ",\"scrub_stores\":\""
                   << hugezero::detail::to_string(hugezero::detail::stores_for_this_cpu()) << '"'
                   << ",\"mapped_only_s\":" << number(f.mapped_only_s) << ",\"cold_leased_s\":" << number(f.cold_leased_s)
-                  << ",\"churn\":{\"vms\":" << f.churn.vms << ",\"warm_starts_recycled\":" << f.churn.warm_starts_recycled
+                  << ",\"churn\":{\"vms\":" << f.churn.vms << ",\"vm_bytes\":" << f.churn.vm_bytes
+                  << ",\"warm_starts_recycled\":" << f.churn.warm_starts_recycled
                   << ",\"warm_starts_kernel\":" << f.churn.warm_starts_kernel
                   << ",\"refill_cpu_s_recycled\":" << number(f.churn.refill_cpu_s_recycled)
                   << ",\"refill_cpu_s_kernel\":" << number(f.churn.refill_cpu_s_kernel) << "}}";
@@ -619,9 +627,10 @@ void print_table(const std::vector<figures>& results)
                   << "x as fast as cold_parallel; goal 0.95x: " << (f.cold_parallel_s >= 0.95 * f.cold_leased_s ? "met" : "MISSED")
                   << ")\n";
         if (f.churn.vms == 0)
-            std::cout << "  churn             not measured (fewer than 3 VMs' pages of a quarter each)\n";
+            std::cout << "  churn             not measured (fewer than 3 pages could be reserved)\n";
         else
-            std::cout << "  churn             " << f.churn.vms << " VMs: recycled " << f.churn.warm_starts_recycled
+            std::cout << "  churn             " << f.churn.vms << " VMs of " << hugezero::detail::bytes_text(f.churn.vm_bytes)
+                      << ": recycled " << f.churn.warm_starts_recycled
                       << " warm starts, " << number(f.churn.refill_cpu_s_recycled) << " s refill CPU; closed "
                       << f.churn.warm_starts_kernel << " warm starts, " << number(f.churn.refill_cpu_s_kernel) << " s ("
                       << number(f.churn.refill_cpu_s_kernel / f.churn.refill_cpu_s_recycled) << "x)\n";
@@ -630,6 +639,7 @@ void print_table(const std::vector<figures>& results)
 
 struct arguments {
     std::uint64_t gib = 2;
+    std::uint64_t churn_gib = 2;
     unsigned repeat = 3;
     bool json = false;
 };
@@ -656,6 +666,8 @@ std::optional<arguments> parse(int argc, char** argv)
         }
         if (option == "--gib")
             a.gib = number_after(i, option);
+        else if (option == "--churn-gib")
+            a.churn_gib = number_after(i, option);
         else if (option == "--repeat")
             a.repeat = static_cast<unsigned>(number_after(i, option));
         else if (option == "--json")
@@ -686,24 +698,26 @@ int run(const arguments& a, const interruption& stop)
     {
         reserved_pages reservation(hugezero::page_2mib);
         const std::uint64_t pages = a.gib * 512;
-        const std::uint64_t granted = reservation.reserve(pages);
-        if (granted < pages) {
-            std::cerr << "bench_startup: skipped: could reserve only " << granted << " of the " << pages
+        const std::uint64_t needed = std::max(a.gib, 3 * a.churn_gib) * 512; // churn: three VMs
+        const std::uint64_t granted = reservation.reserve(needed);
+        if (granted < needed) {
+            std::cerr << "bench_startup: skipped: could reserve only " << granted << " of the " << needed
                       << " 2 MiB huge pages needed\n";
             return exit_skip;
         }
-        results.push_back(b.measure(hugezero::page_2mib, pages * hugezero::page_2mib.bytes()));
+        results.push_back(b.measure(hugezero::page_2mib, pages * hugezero::page_2mib.bytes(), a.churn_gib << 30));
         if (!reservation.restore())
             return 1;
     }
     if (has(hugezero::page_1gib)) {
         reserved_pages reservation(hugezero::page_1gib);
-        std::uint64_t pages = reservation.reserve(a.gib);
-        pages = std::min(pages, a.gib);
+        const std::uint64_t granted = reservation.reserve(std::max(a.gib, 3 * a.churn_gib));
+        const std::uint64_t pages = std::min(granted, a.gib);
+        const std::uint64_t churn_vm = std::min(a.churn_gib, granted / 3) << 30;
         if (stop.requested())
             throw interrupted{};
         if (pages >= 2)
-            results.push_back(b.measure(hugezero::page_1gib, pages * hugezero::page_1gib.bytes()));
+            results.push_back(b.measure(hugezero::page_1gib, pages * hugezero::page_1gib.bytes(), churn_vm));
         else
             std::cerr << "bench_startup: 1 GiB pages skipped: fewer than two could be reserved (" << pages << ")\n";
         if (!reservation.restore())
