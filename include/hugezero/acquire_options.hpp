@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <stop_token>
+#include <string>
 
 #include <hugezero/hstate.hpp>
 
@@ -20,6 +21,13 @@ struct acquire_options {
     std::optional<std::uint64_t> max_cold_pages;
     /// Cancels the allocation of cold pages between steps (`ECANCELED`).
     std::stop_token stop;
+    /// What to name the lease's file, so that `/proc/<pid>/maps` and a path show which VM it
+    /// is: from a named reservoir, the file is renamed so in its directory (never over another
+    /// file: `EEXIST`); from a memfd reservoir, a file made for this lease (no ready file) is
+    /// a memfd of that name, but a ready memfd keeps the name it was made with. Empty: the
+    /// pool's own. A plain file name, not starting with `hugezero.`; else acquire() throws
+    /// std::invalid_argument. With several leases in one call, each lease_request's name.
+    std::string name{};
 };
 
 /// One lease of several asked for in one call (pool::acquire(std::span<const lease_request>,
@@ -27,6 +35,7 @@ struct acquire_options {
 struct lease_request {
     hstate which{node_id(0), page_2mib}; ///< The node and page size.
     std::uint64_t bytes = 0;             ///< The size, rounded up to whole pages.
+    std::string name{};                  ///< The lease's file name (acquire_options::name).
 };
 
 } // namespace hugezero

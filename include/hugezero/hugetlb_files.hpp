@@ -10,7 +10,9 @@
 #include <memory>
 #include <string>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <hugezero/detail/file_holders.hpp>
 #include <hugezero/detail/hugetlb_file.hpp>
@@ -66,6 +68,18 @@ public:
     /// A new, empty hugetlb file for pages of @p page, named @p name (shown in
     /// `/proc/<pid>/maps`): a descriptor the caller owns (`O_CLOEXEC`), or -errno.
     virtual int create(const std::string& name, page_size page) noexcept = 0;
+
+    /// A new, empty file @p name in the hugetlbfs directory open as @p dir (a named reservoir's:
+    /// reservoir_options::directory), read-write (`O_CLOEXEC`, mode 0600, never an existing
+    /// file): a descriptor the caller owns, or -errno (`-EOPNOTSUPP` where files have no
+    /// names, as on the simulated kernel).
+    virtual int create_in(int dir, const std::string& name, page_size page) noexcept
+    {
+        (void)dir;
+        (void)name;
+        (void)page;
+        return -EOPNOTSUPP;
+    }
 
     /// Allocates pages [@p first, @p first + @p count) as fallocate() does: the kernel takes
     /// each missing page from the free pool of the calling thread's node and zeroes it in this
@@ -131,6 +145,17 @@ public:
         // (whose leases cannot be recycled).
         const int reopened = detail::reopen_file(memfd.get());
         return reopened >= 0 ? reopened : memfd.release();
+    }
+    int create_in(int dir, const std::string& name, page_size page) noexcept override
+    {
+        detail::unique_fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+        if (!fd)
+            return -errno;
+        if (!detail::is_hugetlb_file(fd.get(), page)) {
+            (void)::unlinkat(dir, name.c_str(), 0);
+            return -EINVAL;
+        }
+        return fd.release();
     }
     int allocate(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept override
     {

@@ -9,7 +9,10 @@
 #include <string>
 #include <utility>
 
+#include <filesystem>
+
 #include <hugezero/detail/bytes_text.hpp>
+#include <hugezero/detail/reservoir_directory.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
@@ -61,7 +64,7 @@ public:
     lease(lease&& other) noexcept
         : fd_(std::move(other.fd_)), which_(other.which_), pages_(std::exchange(other.pages_, 0)),
           cold_pages_(std::exchange(other.cold_pages_, 0)), ticket_(std::exchange(other.ticket_, 0)),
-          owner_(std::move(other.owner_))
+          owner_(std::move(other.owner_)), name_(std::move(other.name_))
     {
     }
     /// Closes this lease, then takes over @p other.
@@ -75,6 +78,7 @@ public:
             cold_pages_ = std::exchange(other.cold_pages_, 0);
             ticket_ = std::exchange(other.ticket_, 0);
             owner_ = std::move(other.owner_);
+            name_ = std::move(other.name_);
         }
         return *this;
     }
@@ -139,6 +143,18 @@ public:
         return pages_ - cold_pages_;
     }
 
+    /// The file's path, for a lease from a named reservoir (reservoir_options::directory):
+    /// what QEMU's `mem-path=`, Cloud Hypervisor's `--memory-zone file=` or libvirt's file
+    /// memory backing opens, named as acquire_options::name said. Empty for a memfd (name
+    /// `/proc/self/fd/<fd>` instead, see docs/qemu.md). The path goes with the lease: closing
+    /// it removes the file (its pages go back once nothing holds it open).
+    /// @throws hugezero::closed_handle_error if the lease is closed.
+    [[nodiscard]] std::filesystem::path path() const
+    {
+        check("path()");
+        return name_.path();
+    }
+
     /// Maps the whole file shared and read-write, as guest memory.
     /// @throws hugezero::closed_handle_error if the lease is closed; std::system_error if mmap fails.
     [[nodiscard]] mapping map() const { return mapping::map_shared(fd(), size(), page()); }
@@ -150,16 +166,19 @@ public:
         if (!fd_)
             return;
         fd_.reset();
+        name_ = {}; // a named file goes with the lease
         notify_owner(true);
     }
 
     /// Gives up ownership of the fd: the caller closes it. The pool counts the lease as
-    /// returned (its pages are the caller's to free). The lease is left closed.
+    /// returned (its pages are the caller's to free, and a named file's path too: it stays).
+    /// The lease is left closed.
     /// @throws hugezero::closed_handle_error if the lease is closed.
     [[nodiscard]] int release()
     {
         check("release()");
         const int fd = fd_.release();
+        name_.keep();
         notify_owner(false);
         return fd;
     }
@@ -170,15 +189,17 @@ public:
         if (!l)
             return out << "lease (closed)";
         return out << "lease of " << detail::bytes_text(l.pages_ * l.which_.size.bytes()) << " on " << l.which_ << " ("
-                   << l.pages_ << (l.pages_ == 1 ? " page, " : " pages, ") << l.cold_pages_ << " cold), fd " << l.fd_.get();
+                   << l.pages_ << (l.pages_ == 1 ? " page, " : " pages, ") << l.cold_pages_ << " cold), fd " << l.fd_.get()
+                   << (l.name_ ? ", " + l.name_.path().string() : std::string());
     }
 
 private:
     friend struct detail::lease_access;
 
     lease(detail::unique_fd fd, const hstate& which, std::uint64_t pages, std::uint64_t cold_pages,
-          std::shared_ptr<detail::lease_owner> owner, std::uint64_t ticket) noexcept
-        : fd_(std::move(fd)), which_(which), pages_(pages), cold_pages_(cold_pages), ticket_(ticket), owner_(std::move(owner))
+          std::shared_ptr<detail::lease_owner> owner, std::uint64_t ticket, detail::file_name name) noexcept
+        : fd_(std::move(fd)), which_(which), pages_(pages), cold_pages_(cold_pages), ticket_(ticket), owner_(std::move(owner)),
+          name_(std::move(name))
     {
     }
 
@@ -203,6 +224,7 @@ private:
     std::uint64_t cold_pages_ = 0;
     std::uint64_t ticket_ = 0; // the owner's name for it (0: none)
     std::shared_ptr<detail::lease_owner> owner_;
+    detail::file_name name_; // a named reservoir's file: removed with the lease
 };
 
 namespace detail {
@@ -210,10 +232,12 @@ namespace detail {
 /// Makes leases: the pool, and receive_lease() for a lease that came over a socket.
 struct lease_access {
     static lease make(unique_fd fd, const hstate& which, std::uint64_t pages, std::uint64_t cold_pages,
-                      std::shared_ptr<lease_owner> owner, std::uint64_t ticket = 0) noexcept
+                      std::shared_ptr<lease_owner> owner, std::uint64_t ticket = 0, file_name name = {}) noexcept
     {
-        return lease(std::move(fd), which, pages, cold_pages, std::move(owner), ticket);
+        return lease(std::move(fd), which, pages, cold_pages, std::move(owner), ticket, std::move(name));
     }
+    /// Takes @p l's file name (a named reservoir's), before take_fd(): the pool keeps the file.
+    static file_name take_name(lease& l) noexcept { return std::move(l.name_); }
     /// @p l's ticket (0: none).
     static std::uint64_t ticket_of(const lease& l) noexcept { return l.ticket_; }
     /// Who @p l reports its end to (null for a closed lease).

@@ -90,7 +90,8 @@ public:
     pool& operator=(const pool&) = delete;
 
     /// Stops the workers (after their step in progress) and gives the reservoir's pages back
-    /// to the kernel. Leases still out stay valid.
+    /// to the kernel, but for a named reservoir's files, left for the next pool on its
+    /// directory. Leases still out stay valid.
     ~pool()
     {
         stop();
@@ -275,8 +276,7 @@ private:
         slot.follow_leases();
         c.floor_pages.store(o.floor_pages);
         c.target_pages.store(slot.target_pages);
-        if (!o.cgroup.empty())
-            e_.charge(o.which, o.cgroup);
+        e_.place(slot, o); // its cgroup, its directory
         listed_.push_back(o.which);
     }
 

@@ -45,6 +45,17 @@ struct reservoir_options {
     /// in such a one); the pool's constructor says otherwise, naming it. A charge stays with its
     /// page until the page goes back to the kernel, whoever holds the lease. Real kernel only.
     std::filesystem::path cgroup{};
+    /// A directory on a hugetlbfs mount of this page size (`mount -t hugetlbfs -o pagesize=2M
+    /// none /dev/hugepages-2M`) to keep the reservoir's files in, named; empty: memfds. A
+    /// lease from it is then also a path (lease::path()) that QEMU (`mem-path=`), Cloud
+    /// Hypervisor (`--memory-zone file=`) or libvirt's file memory backing can open, named as
+    /// the caller asks (acquire_options::name). The reservoir outlives the pool: its ready
+    /// files stay when the pool ends, and the next pool on the directory adopts them (and
+    /// scrubs them before serving: their content is not trusted). One pool at a time holds a
+    /// directory (an exclusive `flock()`); the constructor says, naming it, if another does or
+    /// it is not a hugetlbfs of this page size. Real kernel only. docs/pool.md, "Named
+    /// reservoirs".
+    std::filesystem::path directory{};
 };
 
 /// How a pool runs.

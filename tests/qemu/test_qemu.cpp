@@ -30,6 +30,7 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/hugepages.hpp"
+#include "support/hugetlbfs.hpp"
 #include "support/json.hpp"
 #include "support/skip.hpp"
 #include "support/temp_dir.hpp"
@@ -73,8 +74,9 @@ std::string accelerator()
     return "kvm";
 }
 
-// The QEMU command line of docs/qemu.md, for a lease of `megabytes` MiB inherited as fd 100.
-std::vector<std::string> qemu_command(const std::string& qemu, std::uint64_t megabytes)
+// The QEMU command line of docs/qemu.md, for a lease of `megabytes` MiB at `mem_path`
+// (/proc/self/fd/100 for the lease inherited as fd 100, or a named reservoir's path).
+std::vector<std::string> qemu_command(const std::string& qemu, std::uint64_t megabytes, const std::string& mem_path)
 {
     const std::string size = std::to_string(megabytes) + "M";
     return {qemu,
@@ -90,8 +92,7 @@ std::vector<std::string> qemu_command(const std::string& qemu, std::uint64_t meg
             "-m",
             size,
             "-object",
-            "memory-backend-file,id=ram0,size=" + size + ",mem-path=/proc/self/fd/" + std::to_string(lease_fd_in_qemu)
-                + ",share=on",
+            "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + mem_path + ",share=on",
             "-chardev",
             "socket,id=qmp,fd=" + std::to_string(qmp_fd_in_qemu),
             "-mon",
@@ -209,8 +210,9 @@ private:
     std::string buffer_;
 };
 
-// The smaps entry of the mapping of inode `inode` in process `pid`: its header line and fields.
-std::string smaps_entry(pid_t pid, ino_t inode)
+// The smaps entry of the mapping of inode `inode` in process `pid`, named with `name`: its
+// header line and fields.
+std::string smaps_entry(pid_t pid, ino_t inode, const std::string& name)
 {
     std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
     std::string line;
@@ -225,7 +227,7 @@ std::string smaps_entry(pid_t pid, ino_t inode)
             std::string range, perms, offset, device;
             unsigned long long node = 0;
             fields >> range >> perms >> offset >> device >> node;
-            inside = node == inode && line.find("/memfd:hugezero-") != std::string::npos;
+            inside = node == inode && line.find(name) != std::string::npos;
         }
         if (inside)
             entry += line + '\n';
@@ -239,6 +241,73 @@ bool any_nonzero(const std::byte* p, std::uint64_t length)
         if (p[i] != std::byte{0})
             return true;
     return false;
+}
+
+// Runs QEMU (paused) with @p lease as its RAM, opened at @p mem_path: QMP must report the leased
+// file as the guest's RAM, QEMU must map it (shown as @p maps_name) with 2 MiB pages, and the
+// guest's writes must land in it.
+void check_vm_runs_on(const std::string& qemu, const hugezero::lease& lease, const std::string& mem_path,
+                      const std::string& maps_name)
+{
+    const std::uint64_t megabytes = lease.size() / mib;
+    struct stat lease_stat {};
+    REQUIRE(::fstat(lease.fd(), &lease_stat) == 0);
+    const auto memory = lease.map(); // the test's view of the guest's RAM
+
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    hugezero::detail::unique_fd ours(pair[0]);
+    hugezero::detail::unique_fd theirs(pair[1]);
+    hugezero::test::temp_dir dir;
+    const std::string log = (dir.path() / "qemu.log").string();
+    const auto argv = qemu_command(qemu, megabytes, mem_path);
+    std::string command_line;
+    for (const auto& a : argv)
+        command_line += a + ' ';
+    MESSAGE("running: ", command_line);
+    qemu_process vm(argv, lease.fd(), theirs.get(), log);
+    theirs.reset();
+    const auto qemu_log = [&] {
+        std::ifstream in(log);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    INFO("QEMU's output: ", qemu_log());
+
+    qmp_client qmp(ours.get());
+    const json::value greeting = qmp.read_message();
+    REQUIRE(greeting.has("QMP"));
+    qmp.execute("qmp_capabilities");
+    CHECK(qmp.execute("query-status")["status"].as_string() == "prelaunch");
+
+    // The memory backend is the leased file, of the lease's size, shared.
+    const json::value memdevs = qmp.execute("query-memdev");
+    REQUIRE(memdevs.as_array().size() == 1);
+    const json::value& ram = memdevs.as_array()[0];
+    CHECK(ram["id"].as_string() == "ram0");
+    CHECK(ram["size"].as_u64() == megabytes * mib);
+    CHECK(std::get<bool>(ram["share"].data));
+    CHECK(qmp.execute("qom-get", R"({"path":"/objects/ram0","property":"mem-path"})").as_string()
+          == mem_path);
+    CHECK(qmp.execute("query-memory-size-summary")["base-memory"].as_u64() == megabytes * mib);
+
+    // QEMU maps the leased memfd itself, with 2 MiB pages.
+    const std::string entry = smaps_entry(vm.pid(), lease_stat.st_ino, maps_name);
+    INFO("smaps: ", entry);
+    REQUIRE_FALSE(entry.empty());
+    CHECK(entry.find("rw-s") != std::string::npos);
+    CHECK(entry.find("\nSize:             262144 kB\n") != std::string::npos);
+    CHECK(entry.find("\nKernelPageSize:     2048 kB\n") != std::string::npos);
+
+    // Let the guest run: its firmware writes the interrupt vectors and BIOS data area in
+    // low memory, and those writes land in the lease, seen through our own mapping.
+    CHECK_FALSE(any_nonzero(memory.data(), mib));
+    qmp.execute("cont");
+    CHECK(hugezero::test::wait_until([&] { return any_nonzero(memory.data(), mib); }, 30s));
+    qmp.execute("quit");
+    const auto status = vm.wait_exit(20s);
+    REQUIRE(status.has_value());
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 0);
 }
 
 } // namespace
@@ -262,63 +331,32 @@ TEST_SUITE("qemu")
         auto got = pool.acquire(node_id(0), 2_MiB, megabytes * mib);
         REQUIRE_MESSAGE(got, got.message);
         CHECK(got.lease.cold_pages() == 0);
-        struct stat lease_stat {};
-        REQUIRE(::fstat(got.lease.fd(), &lease_stat) == 0);
-        const auto memory = got.lease.map(); // the test's view of the guest's RAM
+        check_vm_runs_on(*qemu, got.lease, "/proc/self/fd/" + std::to_string(lease_fd_in_qemu), "/memfd:hugezero-");
+    }
 
-        int pair[2];
-        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
-        hugezero::detail::unique_fd ours(pair[0]);
-        hugezero::detail::unique_fd theirs(pair[1]);
-        hugezero::test::temp_dir dir;
-        const std::string log = (dir.path() / "qemu.log").string();
-        const auto argv = qemu_command(*qemu, megabytes);
-        std::string command_line;
-        for (const auto& a : argv)
-            command_line += a + ' ';
-        MESSAGE("running: ", command_line);
-        qemu_process vm(argv, got.lease.fd(), theirs.get(), log);
-        theirs.reset();
-        const auto qemu_log = [&] {
-            std::ifstream in(log);
-            return std::string(std::istreambuf_iterator<char>(in), {});
-        };
-        INFO("QEMU's output: ", qemu_log());
+    TEST_CASE("QEMU boots on a named lease's path: mem-path= opens the file the pool named for the VM")
+    {
+        const auto qemu = find_qemu();
+        HUGEZERO_SKIP_UNLESS_REQUIRED("qemu", !qemu, "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)");
+        HUGEZERO_SKIP_UNLESS_REQUIRED("qemu", !hugezero::test::running_as_root(), "needs root to reserve huge pages");
+        constexpr std::uint64_t megabytes = 256;
+        hugezero::test::hugepage_reservation reservation(2_MiB, megabytes / 2 + 8);
+        HUGEZERO_SKIP_UNLESS_REQUIRED("qemu", !reservation.ok(), reservation.reason());
+        const hugezero::test::hugetlbfs_mount mount(2_MiB);
+        REQUIRE_MESSAGE(mount.ok(), mount.reason());
 
-        qmp_client qmp(ours.get());
-        const json::value greeting = qmp.read_message();
-        REQUIRE(greeting.has("QMP"));
-        qmp.execute("qmp_capabilities");
-        CHECK(qmp.execute("query-status")["status"].as_string() == "prelaunch");
-
-        // The memory backend is the leased file, of the lease's size, shared.
-        const json::value memdevs = qmp.execute("query-memdev");
-        REQUIRE(memdevs.as_array().size() == 1);
-        const json::value& ram = memdevs.as_array()[0];
-        CHECK(ram["id"].as_string() == "ram0");
-        CHECK(ram["size"].as_u64() == megabytes * mib);
-        CHECK(std::get<bool>(ram["share"].data));
-        CHECK(qmp.execute("qom-get", R"({"path":"/objects/ram0","property":"mem-path"})").as_string()
-              == "/proc/self/fd/" + std::to_string(lease_fd_in_qemu));
-        CHECK(qmp.execute("query-memory-size-summary")["base-memory"].as_u64() == megabytes * mib);
-
-        // QEMU maps the leased memfd itself, with 2 MiB pages.
-        const std::string entry = smaps_entry(vm.pid(), lease_stat.st_ino);
-        INFO("smaps: ", entry);
-        REQUIRE_FALSE(entry.empty());
-        CHECK(entry.find("rw-s") != std::string::npos);
-        CHECK(entry.find("\nSize:             262144 kB\n") != std::string::npos);
-        CHECK(entry.find("\nKernelPageSize:     2048 kB\n") != std::string::npos);
-
-        // Let the guest run: its firmware writes the interrupt vectors and BIOS data area in
-        // low memory, and those writes land in the lease, seen through our own mapping.
-        CHECK_FALSE(any_nonzero(memory.data(), mib));
-        qmp.execute("cont");
-        CHECK(hugezero::test::wait_until([&] { return any_nonzero(memory.data(), mib); }, 30s));
-        qmp.execute("quit");
-        const auto status = vm.wait_exit(20s);
-        REQUIRE(status.has_value());
-        CHECK(WIFEXITED(*status));
-        CHECK(WEXITSTATUS(*status) == 0);
+        hugezero::pool_options options;
+        options.reservoirs.push_back({{node_id(0), 2_MiB}, megabytes * mib, 0, 0});
+        options.reservoirs[0].directory = mount.path();
+        hugezero::pool pool(hugezero::machine::open(), options);
+        pool.start();
+        REQUIRE(pool.wait_filled(20s));
+        hugezero::acquire_options as_vm;
+        as_vm.name = "vm-qemu";
+        auto got = pool.acquire(hugezero::hstate{node_id(0), 2_MiB}, megabytes * mib, as_vm);
+        REQUIRE_MESSAGE(got, got.message);
+        CHECK(got.lease.cold_pages() == 0);
+        REQUIRE(got.lease.path() == mount.path() / "vm-qemu");
+        check_vm_runs_on(*qemu, got.lease, got.lease.path().string(), got.lease.path().string());
     }
 }

@@ -108,6 +108,10 @@ public:
     }
 
     int create(const std::string& name, page_size page) noexcept override { return base_->create(name, page); }
+    int create_in(int dir, const std::string& name, page_size page) noexcept override
+    {
+        return base_->create_in(dir, name, page);
+    }
     int allocate(int fd, page_size page, std::uint64_t first, std::uint64_t count) noexcept override
     {
         return run(charge_op::allocate, fd, page, first, count);

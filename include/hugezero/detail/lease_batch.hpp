@@ -24,6 +24,9 @@ inline void take_back_unused(pool_engine& e, hugezero::lease& l)
     const hstate h = l.which();
     const std::uint64_t pages = l.pages();
     pool_file own{};
+    own.name = lease_access::take_name(l);
+    if (reservoir_directory* dir = e.directory_of(h); dir != nullptr && own.name)
+        (void)dir->make_ready(own.name);
     own.fd = e.state->descriptions.take(lease_access::ticket_of(l));
     unique_fd lease_fd = lease_access::take_fd(l);
     if (!own.fd) // the lease had the file's own description
@@ -44,7 +47,9 @@ inline acquire_many_result lease_all(pool_engine& e, std::span<const lease_reque
 {
     acquire_many_result all;
     for (std::size_t i = 0; i < requests.size(); ++i) {
-        acquire_result one = lease_maker::acquire(e, requests[i].which, requests[i].bytes, options);
+        acquire_options named = options;
+        named.name = requests[i].name;
+        acquire_result one = lease_maker::acquire(e, requests[i].which, requests[i].bytes, named);
         if (!one) {
             for (hugezero::lease& made : all.leases)
                 take_back_unused(e, made);

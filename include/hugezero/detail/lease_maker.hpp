@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -47,7 +48,8 @@ public:
     }
 
     lease_maker(pool_engine& engine, const hstate& h, std::uint64_t bytes, std::uint64_t pages, acquire_options options)
-        : e_(engine), which_(h), bytes_(bytes), pages_(pages), max_cold_(options.max_cold_pages), stop_(std::move(options.stop))
+        : e_(engine), which_(h), bytes_(bytes), pages_(pages), max_cold_(options.max_cold_pages), stop_(std::move(options.stop)),
+          name_(checked_lease_name(options.name))
     {
     }
 
@@ -193,10 +195,12 @@ private:
                                               + cold_failure_reason(error, call, ready_, pages_ - had, got, which_));
         };
         if (!file_.fd) {
-            const int fd = files.create(pool_file_name(which_), which_.size);
-            if (fd < 0)
-                return acquire_failure(-fd, cannot_lease(bytes_, which_) + "memfd_create failed" + permission_hint(-fd));
-            file_.fd.reset(fd);
+            const std::string memfd_name = name_.empty() ? pool_file_name(which_) : name_;
+            if (const int error = e_.create_file(which_, file_, memfd_name); error != 0)
+                return acquire_failure(error, cannot_lease(bytes_, which_)
+                                                  + (e_.directory_of(which_) ? "creating a file in " + e_.directory_of(which_)->path().string()
+                                                                             : std::string("memfd_create"))
+                                                  + " failed" + permission_hint(error));
         }
         int error = 0;
         const auto binding = files.bind_calling_thread(which_.node, error);
@@ -213,6 +217,8 @@ private:
 
     acquire_result hand_over(std::uint64_t cold)
     {
+        if (auto failed = rename_for_lease(cold))
+            return std::move(*failed);
         reservoir_counters& c = *e_.state->counters.at(which_);
         c.add(c.leases_served, 1);
         c.add(c.leases_out, 1);
@@ -224,15 +230,34 @@ private:
         return result;
     }
 
+    // A named reservoir's file takes the lease's name, so that the next pool on the directory
+    // does not adopt it while it is leased. If the name is taken, the file goes back as it was.
+    std::optional<acquire_result> rename_for_lease(std::uint64_t cold)
+    {
+        if (!file_.name)
+            return std::nullopt;
+        const std::string name = reservoir_directory::lease_name(name_);
+        const int error = file_.name.rename_to(name);
+        if (error == 0)
+            return std::nullopt;
+        const std::string where = file_.name.path().parent_path().string();
+        if (cold > 0)
+            roll_back(pages_ - cold); // the pages it had before it grew
+        else
+            put_back();
+        return acquire_failure(error, cannot_lease(bytes_, which_) + "cannot name its file " + name + " in " + where + ": "
+                                          + std::strerror(error));
+    }
+
     // The lease gets a description of its own; the pool keeps the file's, to prove later that
     // the lease is gone for good (recycle()). Without one (no /proc), the lease gets the file's.
     lease with_own_description(std::uint64_t cold)
     {
         const int own = file_.lease_fd ? file_.lease_fd.release() : e_.m.files().reopen(file_.fd.get());
         if (own < 0)
-            return lease_access::make(std::move(file_.fd), which_, pages_, cold, e_.state);
+            return lease_access::make(std::move(file_.fd), which_, pages_, cold, e_.state, 0, std::move(file_.name));
         const std::uint64_t ticket = e_.state->descriptions.add(std::move(file_.fd));
-        return lease_access::make(unique_fd(own), which_, pages_, cold, e_.state, ticket);
+        return lease_access::make(unique_fd(own), which_, pages_, cold, e_.state, ticket, std::move(file_.name));
     }
 
     std::uint64_t pages_in_file_now() const
@@ -282,6 +307,7 @@ private:
     std::uint64_t pages_;
     std::optional<std::uint64_t> max_cold_;
     std::stop_token stop_;
+    std::string name_; // acquire_options::name
     pool_file file_;
     std::uint64_t ready_ = 0; // pages the taken file had
 };

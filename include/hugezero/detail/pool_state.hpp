@@ -13,17 +13,21 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include <sys/stat.h>
+
+#include <hugezero/detail/charged_files.hpp>
 #include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/fill_job.hpp>
 #include <hugezero/detail/floor_gate.hpp>
 #include <hugezero/detail/guarded.hpp>
 #include <hugezero/detail/refill_pacing.hpp>
 #include <hugezero/detail/reservoir.hpp>
-#include <hugezero/detail/charged_files.hpp>
 #include <hugezero/detail/reservoir_counters.hpp>
+#include <hugezero/detail/reservoir_directory.hpp>
 #include <hugezero/detail/worker_group.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/lease.hpp>
@@ -167,7 +171,9 @@ struct pool_core {
     std::map<hstate, reservoir_slot> slots; // every hstate of the machine; the set is fixed
 
     /// Takes every file of the reservoirs - ready, waiting for a scrub, given back and still
-    /// referred to - for the caller to close outside the lock.
+    /// referred to - for the caller to close outside the lock: the pool is ending. A named
+    /// reservoir's ready files (and those waiting for a scrub) keep their names, so they stay
+    /// for the next pool on the directory, which scrubs them; files given back go.
     std::vector<pool_file> take_every_file()
     {
         std::vector<pool_file> files;
@@ -181,6 +187,9 @@ struct pool_core {
             slot.scrub_queue.clear();
             slot.returned.clear();
         }
+        for (pool_file& f : files)
+            if (reservoir_directory::ready(f.name))
+                f.name.keep();
         return files;
     }
 
@@ -257,7 +266,38 @@ struct pool_engine {
     std::shared_ptr<pool_state> state;
     std::map<hstate, std::unique_ptr<floor_gate>> floors; // every hstate; fixed
     std::map<hstate, std::shared_ptr<charged_files>> charged; // reservoirs with a cgroup; fixed
+    std::map<hstate, std::unique_ptr<reservoir_directory>> directories; // named reservoirs; fixed
     rate_limiter limiter;
+
+    /// The directory of @p h's reservoir if it is named, else null.
+    [[nodiscard]] reservoir_directory* directory_of(const hstate& h) const noexcept
+    {
+        const auto it = directories.find(h);
+        return it == directories.end() ? nullptr : it->second.get();
+    }
+    /// A new, empty file for @p h's pages in @p file: a ready file in its reservoir's
+    /// directory, or a memfd named @p memfd_name. 0 or the errno.
+    int create_file(const hstate& h, pool_file& file, const std::string& memfd_name)
+    {
+        hugetlb_files& files = files_for(h);
+        reservoir_directory* dir = directory_of(h);
+        if (dir == nullptr) {
+            const int fd = files.create(memfd_name, h.size);
+            if (fd < 0)
+                return -fd;
+            file.fd.reset(fd);
+            return 0;
+        }
+        file_name name = dir->ready_name();
+        const int fd = files.create_in(dir->fd(), name.name(), h.size);
+        if (fd < 0) {
+            name.keep(); // not made: nothing of ours to remove
+            return -fd;
+        }
+        file.fd.reset(fd);
+        file.name = std::move(name);
+        return 0;
+    }
 
     /// The files through which @p h's pages are allocated: those charging its reservoir's
     /// cgroup, or the machine's.
@@ -274,6 +314,48 @@ struct pool_engine {
         if (it == charged.end())
             return want;
         return std::min(want, it->second->room(h.size));
+    }
+    /// Charges @p o's pages to its cgroup and keeps its files in its directory, if it names
+    /// them. @throws what charge() and name_reservoir() throw.
+    void place(reservoir_slot& slot, const reservoir_options& o)
+    {
+        if (!o.cgroup.empty())
+            charge(o.which, o.cgroup);
+        if (!o.directory.empty())
+            name_reservoir(slot, o.which, o.directory);
+    }
+    /// Keeps @p h's files in @p path (reservoir_options::directory) and adopts the ready files a
+    /// previous pool left there: each one whole and referred to by nothing else is queued for
+    /// its scrub (its content is not trusted), up to the target; the others go, but for one in
+    /// use elsewhere, which is left alone. @throws std::invalid_argument on a simulated
+    /// kernel; std::system_error naming @p path if it cannot be used.
+    void name_reservoir(reservoir_slot& slot, const hstate& h, const std::filesystem::path& path)
+    {
+        if (dynamic_cast<const kernel_hugetlb_files*>(&m.files()) == nullptr)
+            throw std::invalid_argument("hugezero: reservoir " + to_string(h) + " names directory " + path.string()
+                                        + ", but named files need the real kernel's hugetlb files");
+        auto dir = std::make_unique<reservoir_directory>(path, h);
+        for (found_file& found : dir->adopt()) {
+            pool_file file;
+            file.fd = std::move(found.fd);
+            file.name = std::move(found.name);
+            std::string holder;
+            if (m.files().sole_reference(file.fd.get(), holder) != 0) {
+                file.name.keep(); // in use elsewhere, or cannot tell: not ours to touch
+                continue;
+            }
+            const file_pages held = m.files().pages_in(file.fd.get(), h.size);
+            struct stat st {};
+            const bool whole = held.error == 0 && ::fstat(file.fd.get(), &st) == 0 && held.pages > 0
+                               && held.pages * h.size.bytes() == static_cast<std::uint64_t>(st.st_size);
+            if (!whole || slot.scrub_pages + held.pages > slot.target_pages)
+                continue; // removed, with its pages
+            file.pages = held.pages;
+            slot.scrub_pages += file.pages;
+            slot.counters->add(slot.counters->scrubbing_pages, file.pages);
+            slot.scrub_queue.push_back({std::move(file), 0});
+        }
+        directories.emplace(h, std::move(dir));
     }
     /// Has @p h's pages allocated by processes in @p cgroup (reservoir_options::cgroup).
     /// @throws std::invalid_argument on a simulated kernel (charging runs real processes);

@@ -38,7 +38,10 @@ public:
             throw std::invalid_argument("hugezero: pool::recycle() of a lease this pool did not make (" + to_string(l.which()) + ")");
         const hstate h = l.which();
         const std::uint64_t pages = l.pages();
+        file_name name = lease_access::take_name(l); // removed at the end unless the pool keeps the file
         std::optional<pool_file> own = take_own_description(e, l, pages);
+        if (own)
+            own->name = std::move(name);
         unique_fd lease_fd = lease_access::take_fd(l); // counted as a lease returned
         lease_fd.reset();
         recycler r(e, h);
@@ -142,6 +145,8 @@ private:
             c_.add(c_.trimmed_pages, pages - keep);
             file.pages = keep;
         }
+        if (reservoir_directory* dir = e_.directory_of(h_); dir != nullptr && file.name)
+            (void)dir->make_ready(file.name); // if not, it keeps the lease's name: served all the same
         {
             auto g = e_.state->core.lock(); // announced on unlock: a worker takes it
             g->slots.at(h_).scrub_queue.push_back({std::move(file), 0});

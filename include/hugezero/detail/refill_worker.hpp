@@ -173,12 +173,10 @@ private:
         pool_file file = slot.files.take_largest_below(slot.chunk_pages).value_or(pool_file{});
         const std::uint64_t goal = std::min(slot.chunk_pages, file.pages + deficit);
         if (!file.fd) {
-            const int fd = files.create(pool_file_name(h), h.size);
-            if (fd < 0) {
-                slot.hold(refill_hold::error, -fd, e_.options.retry_period);
+            if (const int error = e_.create_file(h, file, pool_file_name(h)); error != 0) {
+                slot.hold(refill_hold::error, error, e_.options.retry_period);
                 return nullptr;
             }
-            file.fd.reset(fd);
         }
         if (const int error = files.resize(file.fd.get(), h.size, goal); error != 0) {
             slot.files.add(std::move(file)); // unchanged, so still ready

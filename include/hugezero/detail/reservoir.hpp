@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <hugezero/detail/reservoir_counters.hpp>
+#include <hugezero/detail/reservoir_directory.hpp>
 #include <hugezero/detail/unique_fd.hpp>
 
 namespace hugezero::detail {
@@ -26,6 +27,8 @@ struct pool_file {
     /// Another description of the file, made ahead (off the VM's start path) for the lease that
     /// takes it (see lease_maker); empty until then.
     unique_fd lease_fd = {};
+    /// Its name in a named reservoir's directory (removed with the file); none for a memfd.
+    file_name name = {};
 };
 
 /// A recycled file waiting for (or in) its scrub: pages [0, done) are zero again.
