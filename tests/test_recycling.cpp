@@ -1,14 +1,16 @@
 // Recycling on this machine's huge pages (root; each test reserves the pages it needs and
 // restores nr_hugepages, or skips with the reason): a lease given back is scrubbed and serves
 // the next VM warm, every byte zero, without the kernel allocating (and zeroing) its pages
-// again; a copy of its fd in another process, a mapping in another process and an fd in flight
-// in a socket (which /proc cannot show) each hold the recycling until they are gone.
+// again; a mapping in another process, an fd in flight in a socket (which /proc cannot show)
+// an O_PATH descriptor (which the write lease cannot see) and a copy of the fd in another
+// process each hold the recycling until they are gone.
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <cstring>
 #include <string>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -188,6 +190,69 @@ TEST_SUITE("pool")
                                       "nothing else refers to it");
             ::close(sockets[0]);
             ::close(sockets[1]); // the message and its fd go with the socket
+            REQUIRE(queued_for_scrub(p, node0_2m, 4));
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("a copy of the fd in another process holds the recycling up, and once the process exits, it proceeds")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 8);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
+            int go[2];
+            REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+            const pid_t child = ::fork(); // it has a copy of every fd, the lease's too
+            REQUIRE(child >= 0);
+            if (child == 0) {
+                ::close(go[1]);
+                char byte = 0;
+                (void)::read(go[0], &byte, 1); // async-signal-safe only: this process has threads
+                ::_exit(0);
+            }
+            ::close(go[0]);
+            const auto deferred = p.recycle(std::move(l));
+            CHECK(deferred.status == recycle_status::deferred);
+            CHECK_MESSAGE(deferred.message.find("of process " + std::to_string(child)) != std::string::npos, deferred.message);
+            ::close(go[1]); // the child reads end of file and exits
+            int status = 0;
+            REQUIRE(::waitpid(child, &status, 0) == child);
+            REQUIRE(queued_for_scrub(p, node0_2m, 4));
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+            auto again = p.acquire(node0_2m, 8 * mib);
+            REQUIRE_MESSAGE(again, again.message);
+            CHECK(again.lease.cold_pages() == 0);
+            CHECK(all_zero(again.lease.map()));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("an O_PATH descriptor, which the write lease does not see, holds the recycling up until it closes")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 8);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
+            // A tenant that kept a way back in: O_PATH opens nothing, but /proc/self/fd/<it>
+            // opens the file again, read-write, after the lease is gone.
+            const int way_back = ::open(("/proc/self/fd/" + std::to_string(l.fd())).c_str(), O_PATH | O_CLOEXEC);
+            REQUIRE(way_back >= 0);
+            const auto deferred = p.recycle(std::move(l));
+            CHECK(deferred.status == recycle_status::deferred);
+            CHECK_MESSAGE(deferred.message.find("fd " + std::to_string(way_back) + " of process " + std::to_string(::getpid()))
+                              != std::string::npos,
+                          deferred.message);
+            ::close(way_back);
             REQUIRE(queued_for_scrub(p, node0_2m, 4));
             p.resume();
             REQUIRE(p.wait_filled(10s));

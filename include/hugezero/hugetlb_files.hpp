@@ -185,12 +185,22 @@ public:
     int reopen(int fd) noexcept override { return detail::reopen_file(fd); }
     int sole_reference(int fd, std::string& holder) noexcept override
     {
-        const int error = detail::sole_description(fd);
-        if (error == EBUSY) {
-            try {
+        int error = detail::sole_description(fd);
+        try {
+            if (error == EBUSY) {
                 holder = detail::find_other_holders(fd).holder;
-            } catch (...) {
+            } else if (error == 0) {
+                // The write lease does not see O_PATH descriptors, through which a process can
+                // open the file again (/proc/<pid>/fd): look for any descriptor of it in every
+                // process /proc shows this one (as root, all of them).
+                const detail::file_references found = detail::find_other_holders(fd, {}, "/proc", false);
+                if (!found.holder.empty()) {
+                    holder = found.holder + ", a descriptor that opens nothing (O_PATH) but can open the file again";
+                    error = EBUSY;
+                }
             }
+        } catch (...) {
+            return error == 0 ? ENOMEM : error; // the search could not be made: not proven
         }
         return error;
     }

@@ -11,9 +11,11 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -61,42 +63,50 @@ struct charge_reply {
     std::int32_t error = 0;
 };
 
-/// The signal a caller forwards to its helper when it is itself interrupted while it waits
-/// (a stop()): it cuts a fallocate() short as it would have cut the caller's.
-inline constexpr int charge_interrupt_signal = SIGURG;
-
 namespace charge_child {
 
-// The helper's code runs in a copy of a process whose other threads may have held the
-// sanitizers' locks at the copy: ThreadSanitizer does not instrument it.
+// The helper's code runs in a copy of a process whose other threads may have held any lock at
+// the copy, the sanitizers' included: it is not instrumented, and it calls the kernel through
+// syscall() only, which no sanitizer intercepts (read(), mmap() and the like are).
 #if defined(__clang__) || defined(__GNUC__)
-#define HUGEZERO_DETAIL_CHILD_CODE __attribute__((no_sanitize("thread")))
+#define HUGEZERO_DETAIL_CHILD_CODE __attribute__((no_sanitize("address", "thread", "undefined")))
 #else
 #define HUGEZERO_DETAIL_CHILD_CODE
 #endif
 
-inline void ignore_signal(int) noexcept {}
+HUGEZERO_DETAIL_CHILD_CODE inline long sys(long number, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0,
+                                           long f = 0) noexcept
+{
+    return ::syscall(number, a, b, c, d, e, f);
+}
+
+HUGEZERO_DETAIL_CHILD_CODE inline bool same(const char* a, const char* b, std::size_t n) noexcept
+{
+    for (std::size_t i = 0; i < n; ++i)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
 
 /// Whether line [@p begin, @p end) of /proc/self/maps is a mapping the helper must drop: a
 /// shared one, or a private hugetlb one.
-HUGEZERO_DETAIL_CHILD_CODE inline bool must_unmap(const char* begin, const char* end, std::uintptr_t& start, std::uintptr_t& stop) noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline bool must_unmap(const char* begin, const char* end, std::uintptr_t& start,
+                                                  std::uintptr_t& stop) noexcept
 {
     const char* p = begin;
-    start = 0;
-    stop = 0;
-    const auto hex = [&](std::uintptr_t& value) {
+    std::uintptr_t* values[2] = {&start, &stop};
+    for (std::uintptr_t* value : values) {
+        *value = 0;
         for (; p < end; ++p) {
             const char c = *p;
             const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
             if (digit < 0)
-                return;
-            value = value * 16 + static_cast<std::uintptr_t>(digit);
+                break;
+            *value = *value * 16 + static_cast<std::uintptr_t>(digit);
         }
-    };
-    hex(start);
-    if (p >= end || *p++ != '-')
-        return false;
-    hex(stop);
+        if (value == &start && (p >= end || *p++ != '-'))
+            return false;
+    }
     if (p + 5 > end)
         return false;
     if (p[4] == 's') // " rw-s"
@@ -104,7 +114,7 @@ HUGEZERO_DETAIL_CHILD_CODE inline bool must_unmap(const char* begin, const char*
     static constexpr char hugetlb[] = "anon_hugepage";
     const std::size_t n = sizeof(hugetlb) - 1;
     for (const char* q = p; q + n <= end; ++q)
-        if (std::memcmp(q, hugetlb, n) == 0)
+        if (same(q, hugetlb, n))
             return true;
     return false;
 }
@@ -112,13 +122,13 @@ HUGEZERO_DETAIL_CHILD_CODE inline bool must_unmap(const char* begin, const char*
 /// Unmaps every shared and every hugetlb mapping the helper inherited.
 HUGEZERO_DETAIL_CHILD_CODE inline void drop_inherited_mappings() noexcept
 {
-    const int maps = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC));
+    const long maps = sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>("/proc/self/maps"), O_RDONLY | O_CLOEXEC);
     if (maps < 0)
         return;
     char buffer[8192];
     std::size_t held = 0;
     for (;;) {
-        const ssize_t n = ::read(maps, buffer + held, sizeof(buffer) - held);
+        const long n = sys(SYS_read, maps, reinterpret_cast<long>(buffer + held), static_cast<long>(sizeof(buffer) - held));
         if (n <= 0)
             break;
         held += static_cast<std::size_t>(n);
@@ -129,85 +139,122 @@ HUGEZERO_DETAIL_CHILD_CODE inline void drop_inherited_mappings() noexcept
             std::uintptr_t start = 0;
             std::uintptr_t stop = 0;
             if (must_unmap(buffer + line, buffer + i, start, stop) && stop > start)
-                ::munmap(reinterpret_cast<void*>(start), stop - start);
+                sys(SYS_munmap, static_cast<long>(start), static_cast<long>(stop - start));
             line = i + 1;
         }
         if (line == 0 && held == sizeof(buffer))
-            held = 0; // a line longer than the buffer: no mapping of ours, skip it
-        std::memmove(buffer, buffer + line, held - line);
+            line = held; // a line longer than the buffer: no mapping of ours, skip it
+        for (std::size_t i = line; i < held; ++i)
+            buffer[i - line] = buffer[i];
         held -= line;
     }
-    ::close(maps);
+    sys(SYS_close, maps);
 }
 
-/// Takes on the caller's memory policy and CPUs.
-HUGEZERO_DETAIL_CHILD_CODE inline void take_on(const charge_request& r) noexcept
+/// Closes every descriptor but @p sock: close_range() (Linux 5.9), else one by one.
+HUGEZERO_DETAIL_CHILD_CODE inline void close_all_but(int sock) noexcept
 {
+    const bool below = sock == 0 || sys(SYS_close_range, 0, sock - 1, 0) == 0;
+    const bool above = sys(SYS_close_range, sock + 1, ~0U, 0) == 0;
+    if (below && above)
+        return;
+    struct rlimit64_like {
+        std::uint64_t soft;
+        std::uint64_t hard;
+    } limit{1024, 1024};
+    (void)sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, reinterpret_cast<long>(&limit));
+    for (std::uint64_t fd = 0; fd < limit.soft && fd < (std::uint64_t{1} << 20); ++fd)
+        if (static_cast<int>(fd) != sock)
+            sys(SYS_close, static_cast<long>(fd));
+}
+
+/// Takes on the caller's memory policy (0, or its errno: the pages would land elsewhere) and
+/// its CPUs (where the cgroup allows).
+HUGEZERO_DETAIL_CHILD_CODE inline int take_on(const charge_request& r) noexcept
+{
+    long done = 0;
     if (r.policy_mode == 0)
-        ::syscall(SYS_set_mempolicy, 0, nullptr, 0UL);
+        done = sys(SYS_set_mempolicy, 0, 0, 0);
     else if (r.policy_mode > 0)
-        ::syscall(SYS_set_mempolicy, r.policy_mode, r.policy_nodes, 8 * sizeof(r.policy_nodes) + 1);
+        done = sys(SYS_set_mempolicy, r.policy_mode, reinterpret_cast<long>(r.policy_nodes),
+                   static_cast<long>(8 * sizeof(r.policy_nodes) + 1));
+    if (done != 0 && errno != ENOSYS)
+        return errno;
     if (r.cpus_valid != 0)
-        ::sched_setaffinity(0, sizeof(r.cpus), &r.cpus);
+        (void)sys(SYS_sched_setaffinity, 0, static_cast<long>(sizeof(r.cpus)), reinterpret_cast<long>(&r.cpus));
+    return 0;
 }
 
-HUGEZERO_DETAIL_CHILD_CODE inline int perform(const charge_request& r, int fd) noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline int perform(const charge_request& r, int fd, bool populate_write) noexcept
 {
-    const std::uint64_t offset = r.first * r.page_bytes;
-    const std::uint64_t length = r.count * r.page_bytes;
-    if (r.op == charge_op::allocate || !populate_write_supported())
-        return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length)) == 0 ? 0 : errno;
-    void* start = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, static_cast<off_t>(offset));
-    if (start == MAP_FAILED)
+    const auto offset = static_cast<long>(r.first * r.page_bytes);
+    const auto length = static_cast<long>(r.count * r.page_bytes);
+    if (r.op == charge_op::allocate || !populate_write)
+        return sys(SYS_fallocate, fd, 0, offset, length) == 0 ? 0 : errno;
+    const long start = sys(SYS_mmap, 0, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, offset);
+    if (start < 0 && start > -4096)
         return errno;
-    const int error = populate_range(static_cast<std::byte*>(start), length);
-    ::munmap(start, length);
+    int error = 0;
+    while (sys(SYS_madvise, start, length, madv_populate_write) != 0) {
+        if (errno == EINTR)
+            continue; // the pages done stay, the rest is asked for again
+        error = errno == EFAULT ? ENOSPC : errno; // EFAULT: the fault would have raised SIGBUS
+        break;
+    }
+    sys(SYS_munmap, start, length);
     return error;
 }
 
-/// The helper's life: serve requests until the pool closes its end of the socket.
-HUGEZERO_DETAIL_CHILD_CODE [[noreturn]] inline void serve(int sock) noexcept
+HUGEZERO_DETAIL_CHILD_CODE inline bool answer(int sock, int error) noexcept
 {
-    if (sock > 0)
-        ::syscall(SYS_close_range, 0U, static_cast<unsigned>(sock - 1), 0U);
-    ::syscall(SYS_close_range, static_cast<unsigned>(sock + 1), ~0U, 0U);
+    const charge_reply reply{error};
+    return sys(SYS_sendto, sock, reinterpret_cast<long>(&reply), sizeof(reply), MSG_NOSIGNAL, 0, 0)
+           == static_cast<long>(sizeof(reply));
+}
+
+/// The helper's life: serve requests until the pool closes its end of the socket. Its signal
+/// handlers are the defaults (clone3(CLONE_CLEAR_SIGHAND)): no handler of the application runs
+/// in it, and a SIGTERM to the tenant's cgroup ends it (the pool then starts another).
+HUGEZERO_DETAIL_CHILD_CODE [[noreturn]] inline void serve(int sock, bool populate_write) noexcept
+{
+    close_all_but(sock);
     drop_inherited_mappings();
-    struct sigaction action {};
-    action.sa_handler = ignore_signal; // no SA_RESTART: a forwarded stop cuts a fallocate() short
-    ::sigaction(charge_interrupt_signal, &action, nullptr);
-    sigset_t unblocked;
-    ::sigemptyset(&unblocked);
-    ::sigaddset(&unblocked, charge_interrupt_signal);
-    ::sigprocmask(SIG_UNBLOCK, &unblocked, nullptr);
-    const charge_reply ready{0}; // the parent waits for it: nothing inherited is held any more
-    if (::send(sock, &ready, sizeof(ready), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(ready)))
-        ::_exit(0);
+    if (!answer(sock, 0)) // ready: nothing inherited is held any more
+        sys(SYS_exit_group, 0);
     for (;;) {
-        charge_request request;
-        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-        iovec io{&request, sizeof(request)};
+        alignas(charge_request) char raw[sizeof(charge_request)]; // not zeroed: no memset() call
+        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        iovec io{raw, sizeof(raw)};
         msghdr message{};
         message.msg_iov = &io;
         message.msg_iovlen = 1;
         message.msg_control = control;
         message.msg_controllen = sizeof(control);
-        const ssize_t n = ::recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+        const long n = sys(SYS_recvmsg, sock, reinterpret_cast<long>(&message), MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n != static_cast<ssize_t>(sizeof(request)))
-            ::_exit(0); // the pool closed its end (or sent nonsense): done
-        const cmsghdr* header = CMSG_FIRSTHDR(&message);
+        if (n != static_cast<long>(sizeof(raw)))
+            sys(SYS_exit_group, 0); // the pool closed its end (or sent nonsense): done
+        const auto& request = *reinterpret_cast<const charge_request*>(raw);
         int fd = -1;
-        if (header != nullptr && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS)
-            std::memcpy(&fd, CMSG_DATA(header), sizeof(fd));
-        charge_reply reply{EBADF};
-        if (fd >= 0) {
-            take_on(request);
-            reply.error = perform(request, fd);
-            ::close(fd);
+        if (message.msg_controllen >= CMSG_LEN(sizeof(int))) {
+            const auto* header = reinterpret_cast<const cmsghdr*>(control);
+            if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS) {
+                const auto* data = reinterpret_cast<const char*>(CMSG_DATA(header));
+                char* into = reinterpret_cast<char*>(&fd);
+                for (std::size_t i = 0; i < sizeof(fd); ++i)
+                    into[i] = data[i];
+            }
         }
-        if (::send(sock, &reply, sizeof(reply), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(reply)))
-            ::_exit(0);
+        int error = EBADF;
+        if (fd >= 0) {
+            error = take_on(request);
+            if (error == 0)
+                error = perform(request, fd, populate_write);
+            sys(SYS_close, fd);
+        }
+        if (!answer(sock, error))
+            sys(SYS_exit_group, 0);
     }
 }
 
@@ -245,16 +292,18 @@ public:
         unique_fd ours(pair[0]);
         unique_fd theirs(pair[1]);
         constexpr std::uint64_t clone_pidfd = 0x1000;
-        constexpr std::uint64_t clone_into_cgroup = 0x200000000ULL;
+        constexpr std::uint64_t clone_clear_sighand = 0x100000000ULL; // Linux 5.5
+        constexpr std::uint64_t clone_into_cgroup = 0x200000000ULL;   // Linux 5.7
+        const bool populate_write = populate_write_supported(); // probed here, not in the copy
         int pidfd = -1;
         clone3_args args;
-        args.flags = clone_pidfd | clone_into_cgroup;
+        args.flags = clone_pidfd | clone_clear_sighand | clone_into_cgroup;
         args.pidfd = reinterpret_cast<std::uintptr_t>(&pidfd);
         args.exit_signal = 0; // no SIGCHLD: the process's own wait(-1) does not see it
         args.cgroup = static_cast<std::uint64_t>(cgroup_dir);
         const long pid = ::syscall(SYS_clone3, &args, sizeof(args));
         if (pid == 0)
-            charge_child::serve(theirs.get());
+            charge_child::serve(theirs.get(), populate_write);
         if (pid < 0) {
             error_ = errno;
             return;
@@ -267,11 +316,14 @@ public:
     }
     charge_helper(const charge_helper&) = delete;
     charge_helper& operator=(const charge_helper&) = delete;
-    /// Closes the socket (the helper exits) and reaps the helper.
+    /// Ends the helper and reaps it. It is killed rather than asked: it holds nothing, and a
+    /// helper in a frozen cgroup, or whose socket a forked child of this process still holds,
+    /// would never see the end of its socket.
     ~charge_helper()
     {
         socket_.reset();
         if (pidfd_) {
+            (void)::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0U);
             constexpr idtype_t p_pidfd = static_cast<idtype_t>(3);
             siginfo_t info{};
             while (::waitid(p_pidfd, static_cast<id_t>(pidfd_.get()), &info, WEXITED | __WALL) != 0 && errno == EINTR) {
@@ -284,8 +336,8 @@ public:
     /// Whether the helper is gone (it died, or broke the protocol): start another.
     [[nodiscard]] bool broken() const noexcept { return broken_ || error_ != 0; }
 
-    /// Has the helper do @p r on @p fd; 0 or the errno (`EPIPE`: the helper is gone). If this
-    /// thread is interrupted meanwhile, the helper is too.
+    /// Has the helper do @p r on @p fd; 0 or the errno (`EPIPE`: the helper is gone). A signal
+    /// to this thread meanwhile does not cut the wait short (the pool sends none).
     int call(const charge_request& r, int fd) noexcept
     {
         alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
@@ -309,17 +361,25 @@ public:
     }
 
 private:
+    // Waits for the helper's answer, or its end (its pidfd turns readable when it exits, even
+    // if another process still holds its end of the socket).
     int wait_reply() noexcept
     {
-        charge_reply reply;
         for (;;) {
-            const ssize_t n = ::recv(socket_.get(), &reply, sizeof(reply), 0);
+            pollfd ready[2] = {{socket_.get(), POLLIN, 0}, {pidfd_.get(), POLLIN, 0}};
+            if (::poll(ready, 2, -1) < 0) {
+                if (errno == EINTR)
+                    continue;
+                return gone();
+            }
+            if ((ready[0].revents & POLLIN) == 0)
+                return gone(); // exited, or its socket broke
+            charge_reply reply;
+            const ssize_t n = ::recv(socket_.get(), &reply, sizeof(reply), MSG_DONTWAIT);
             if (n == static_cast<ssize_t>(sizeof(reply)))
                 return reply.error;
-            if (n < 0 && errno == EINTR) {
-                ::syscall(SYS_pidfd_send_signal, pidfd_.get(), charge_interrupt_signal, nullptr, 0U);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
-            }
             return gone();
         }
     }

@@ -60,7 +60,6 @@ public:
     charged_files(std::shared_ptr<hugetlb_files> base, const std::filesystem::path& cgroup)
         : base_(std::move(base)), cgroup_(cgroup), dir_(open_charge_cgroup(cgroup))
     {
-        (void)populate_write_supported(); // probed here: a helper must not run a static's first use
         auto first = std::make_unique<charge_helper>(dir_.get());
         if (const int error = first->error(); error != 0)
             throw std::system_error(error, std::generic_category(),

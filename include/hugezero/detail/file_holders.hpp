@@ -106,10 +106,12 @@ inline bool maps_file(const std::string& proc, const std::string& pid, const str
 } // namespace holders
 
 /// Looks in every process of @p proc (the caller's own included) for a descriptor other than
-/// @p fd and @p also_mine, or a mapping, that refers to @p fd's file. Processes that end during
-/// the search are skipped. A search, not a proof: for names in messages, and for the
-/// simulated kernel's files (pipes), which no other process can reach.
-inline file_references find_other_holders(int fd, std::vector<int> also_mine = {}, const std::string& proc = "/proc")
+/// @p fd and @p also_mine, or (with @p mappings) a mapping, that refers to @p fd's file.
+/// Processes that end during the search are skipped. A search, not a proof: for names in
+/// messages, for the simulated kernel's files (pipes), which no other process can reach, and
+/// for the descriptors a write lease does not see (`O_PATH`).
+inline file_references find_other_holders(int fd, std::vector<int> also_mine = {}, const std::string& proc = "/proc",
+                                          bool mappings = true)
 {
     also_mine.push_back(fd);
     file_references result;
@@ -136,7 +138,7 @@ inline file_references find_other_holders(int fd, std::vector<int> also_mine = {
             result.holder = std::move(*found);
             break;
         }
-        if (holders::maps_file(proc, pid, file, maps_error)) {
+        if (mappings && holders::maps_file(proc, pid, file, maps_error)) {
             result.holder = "a mapping in process " + pid;
             break;
         }

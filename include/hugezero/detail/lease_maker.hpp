@@ -111,7 +111,9 @@ private:
             for (auto& [h, other] : g->slots)
                 other.close_jobs();
         }
-        mine.latest_lease_pages = pages_;
+        // The default chunk follows this lease from now on, before a worker can start a file
+        // for the room it leaves; undone if the lease is not made (forget_lease_size()).
+        previous_lease_pages_ = std::exchange(mine.latest_lease_pages, pages_);
         mine.follow_leases();
         const bool short_of_pages = mine.files.best_for(pages_) < pages_;
         if (short_of_pages) {
@@ -219,6 +221,7 @@ private:
     {
         if (auto failed = rename_for_lease(cold))
             return std::move(*failed);
+
         reservoir_counters& c = *e_.state->counters.at(which_);
         c.add(c.leases_served, 1);
         c.add(c.leases_out, 1);
@@ -275,6 +278,8 @@ private:
     {
         if (had == 0) {
             file_ = {}; // closing a file of its own frees it
+            auto g = e_.state->core.lock();
+            forget_lease_size(slot(*g));
             return;
         }
         if (const int error = e_.m.files().resize(file_.fd.get(), which_.size, had); error != 0) {
@@ -292,9 +297,18 @@ private:
         std::vector<pool_file> surplus;
         auto g = e_.state->core.lock();
         reservoir_slot& mine = slot(*g);
+        forget_lease_size(mine);
         mine.files.add(std::move(file_));
         surplus = mine.files.shed_to(mine.target_pages);
         g.unlock(); // `surplus` closes outside the lock
+    }
+
+    // A lease not made is not the latest lease (unless another came since).
+    void forget_lease_size(reservoir_slot& mine) const noexcept
+    {
+        if (mine.latest_lease_pages == pages_)
+            mine.latest_lease_pages = previous_lease_pages_;
+        mine.follow_leases();
     }
 
     // How long an acquire waits for workers to leave the files it wants: they do after their
@@ -310,6 +324,7 @@ private:
     std::string name_; // acquire_options::name
     pool_file file_;
     std::uint64_t ready_ = 0; // pages the taken file had
+    std::uint64_t previous_lease_pages_ = 0;
 };
 
 } // namespace hugezero::detail

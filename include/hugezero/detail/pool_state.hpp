@@ -167,6 +167,13 @@ private:
 
 /// What the pool's lock guards.
 struct pool_core {
+    pool_core() = default;
+    pool_core(const pool_core&) = delete;
+    pool_core& operator=(const pool_core&) = delete;
+    /// However the pool ends (also when its constructor throws after a named reservoir adopted
+    /// files), a named reservoir's ready files stay for the next pool.
+    ~pool_core() { (void)take_every_file(); }
+
     bool paused = false;
     std::map<hstate, reservoir_slot> slots; // every hstate of the machine; the set is fixed
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <dirent.h>
+#include <time.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -151,7 +152,9 @@ public:
         lock_.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!lock_ || ::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0)
             fail(errno, "the reservoir directory " + path.string()
-                            + (errno == EWOULDBLOCK ? " is in use by another pool" : " cannot be locked"));
+                            + (errno == EWOULDBLOCK ? " is in use by another pool (or another reservoir of this one: each "
+                                                      "needs a directory of its own)"
+                                                    : " cannot be locked"));
         dir_ = std::move(dir);
     }
 
@@ -205,10 +208,17 @@ private:
     {
         return "hugezero.node" + std::to_string(h_.node.value()) + "." + to_string(h_.size) + ".";
     }
+    // The process, the time it first named a file, and a count: unique also across pools that
+    // had the same process ID (PID 1 of a container, restarted), whose files may still be here.
     [[nodiscard]] static std::string unique_suffix()
     {
+        static const std::string process = [] {
+            timespec now{};
+            (void)::clock_gettime(CLOCK_REALTIME, &now);
+            return std::to_string(::getpid()) + "-" + std::to_string(now.tv_sec) + std::to_string(now.tv_nsec);
+        }();
         static std::atomic<std::uint64_t> next{0};
-        return std::to_string(::getpid()) + "-" + std::to_string(next.fetch_add(1) + 1);
+        return process + "-" + std::to_string(next.fetch_add(1) + 1);
     }
 
     hstate h_;
