@@ -372,6 +372,33 @@ TEST_SUITE("pool-sim")
         t.check_restored();
     }
 
+    TEST_CASE("set_floor changes the floor while the pool runs: a lower one lets the held refill go on, a higher one holds acquires")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            auto options = one_reservoir(node0_2m, 128 * mib, 0, 40); // wants 64 pages, may take 24
+            options.retry_period = 10s; // only set_floor can wake it within the deadline
+            hugezero::pool p(t.machine, options);
+            p.start();
+            REQUIRE(hugezero::test::wait_until([&] { return p.statistics(node0_2m).floor_holds >= 1; }));
+            CHECK(p.statistics(node0_2m).ready_pages == 24);
+            p.set_floor(node0_2m, 8);
+            CHECK(p.statistics(node0_2m).floor_pages == 8);
+            REQUIRE(hugezero::test::wait_until([&] { return p.statistics(node0_2m).ready_pages == 56; }));
+            CHECK(free_pages(t, node0_2m) == 8);
+            p.set_floor(node0_2m, 4);
+            const auto got = p.acquire(node0_2m, 120 * mib); // 56 ready, 4 cold: to the new floor
+            REQUIRE_MESSAGE(got, got.message);
+            CHECK(got.lease.cold_pages() == 4);
+            p.set_floor(node0_2m, 64);
+            const auto refused = p.acquire(node0_2m, 2 * mib); // 4 free, under the floor
+            CHECK(refused.error.value() == ENOSPC);
+            CHECK(refused.message.find("the floor of 64") != std::string::npos);
+            CHECK_THROWS_AS(p.set_floor(hugezero::hstate{node_id(1), hugezero::page_2mib}, 1), std::invalid_argument);
+        }
+        t.check_restored();
+    }
+
     TEST_CASE("a reservoir larger than the free pages takes them all and reports out of pages")
     {
         sim_pool_machine t(two_nodes());
@@ -681,6 +708,22 @@ TEST_SUITE("pool-sim")
         REQUIRE(p.wait_filled(10s));
         // The first step goes at once, the 7 others each wait their turn: 56 MiB at 256 MiB/s.
         CHECK(clock_type::now() - start >= 200ms);
+    }
+
+    TEST_CASE("set_refill_rate changes the limit at once, also for a step waiting for its turn")
+    {
+        sim_pool_machine t(two_nodes());
+        auto options = one_reservoir(node0_2m, 64 * mib);
+        options.batch_bytes = 8 * mib;
+        options.refill_bytes_per_second = 1024; // the second step's turn would come in 2 hours
+        hugezero::pool p(t.machine, options);
+        p.start();
+        const auto done = [&] { return p.statistics(node0_2m).refill_pages; };
+        REQUIRE(hugezero::test::wait_until([&] { return done() == 4; })); // the first step
+        CHECK_FALSE(p.wait_filled(50ms));
+        CHECK(done() == 4);
+        p.set_refill_rate(0);
+        CHECK(p.wait_filled(10s));
     }
 
     TEST_CASE("a cold lease is allocated by QEMU's count of threads, in parallel, every page on the node")

@@ -227,6 +227,19 @@ public:
     /// @throws std::invalid_argument if the pool has no reservoir for @p h.
     void set_target(const hstate& h, std::uint64_t target_bytes);
 
+    /// Changes the floor of @p h's reservoir (reservoir_options::floor_pages) for the refill
+    /// steps and acquires from now on; a refill held by the old floor looks again at once.
+    /// @throws std::invalid_argument if the pool has no reservoir for @p h.
+    void set_floor(const hstate& h, std::uint64_t floor_pages) { detail::change_floor(e_, h, floor_pages); }
+
+    /// Changes pool_options::refill_bytes_per_second (0: no limit); a step waiting for its turn
+    /// under the old rate asks again.
+    void set_refill_rate(std::uint64_t bytes_per_second)
+    {
+        e_.limiter.set_rate(bytes_per_second);
+        (void)e_.state->core.lock(); // announced on unlock: waiting steps look again
+    }
+
     /// Waits up to @p timeout (0: just check; negative: forever) until every reservoir holds
     /// its target. Returns whether that happened; returns false at once when the refill cannot
     /// get there: not running, paused, or a reservoir held (floor, no free pages, failing).

@@ -5,6 +5,7 @@
 #define HUGEZERO_DETAIL_FLOOR_GATE_HPP
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
@@ -72,13 +73,20 @@ public:
     /// A gate leaving @p floor_pages free.
     explicit floor_gate(std::uint64_t floor_pages) : floor_(floor_pages) {}
 
+    /// Changes the floor (pool::set_floor()); waiting workers look again.
+    void set_floor(std::uint64_t floor_pages) noexcept
+    {
+        floor_.store(floor_pages);
+        wake();
+    }
+
     /// Grants up to @p want pages. If the claims in progress fill the room above the floor,
     /// waits for one to end, unless @p give_up() (checked whenever woken: see wake()) or
     /// @p stop; then grants nothing, without a hold.
     claim acquire(std::uint64_t want, const reader& available, const std::stop_token& stop,
                   const std::function<bool()>& give_up)
     {
-        if (floor_ == 0) // the kernel's ENOSPC ends the step where the free pages end
+        if (floor_.load() == 0) // the kernel's ENOSPC ends the step where the free pages end
             return {nullptr, want, refill_hold::none, 0};
         std::unique_lock lock(mutex_);
         for (;;) {
@@ -87,9 +95,10 @@ public:
                 return {nullptr, 0, refill_hold::error, error};
             if (free == 0)
                 return {nullptr, 0, refill_hold::no_pages, 0};
-            if (free <= floor_)
+            const std::uint64_t floor = floor_.load();
+            if (free <= floor)
                 return {nullptr, 0, refill_hold::floor, 0};
-            const std::uint64_t room = free - floor_;
+            const std::uint64_t room = free - floor;
             if (room > in_flight_) {
                 const std::uint64_t granted = std::min(want, room - in_flight_);
                 in_flight_ += granted;
@@ -132,7 +141,7 @@ private:
         settled_changed_.notify_all();
     }
 
-    const std::uint64_t floor_;
+    std::atomic<std::uint64_t> floor_;
     std::mutex mutex_;
     std::condition_variable_any settled_changed_;
     std::uint64_t in_flight_ = 0; // pages granted to steps in progress

@@ -276,6 +276,26 @@ struct pool_engine {
     std::map<hstate, std::unique_ptr<reservoir_directory>> directories; // named reservoirs; fixed
     rate_limiter limiter;
 
+    /// Waits for the turn of a step of @p bytes under the rate limit, asking again if the rate
+    /// changes meanwhile. False if @p leave() (checked whenever the pool's state changes) or
+    /// @p stop.
+    template <class Leave>
+    bool wait_turn(std::uint64_t bytes, const std::stop_token& stop, Leave leave)
+    {
+        for (;;) {
+            const std::uint64_t generation = limiter.generation();
+            const auto now = pool_clock::now();
+            const auto turn = limiter.turn(bytes, now);
+            if (turn <= now)
+                break;
+            auto g = state->core.observe();
+            (void)g.wait_until(stop, turn, [&] { return leave() || limiter.generation() != generation; });
+            if (limiter.generation() == generation)
+                break;
+        }
+        return !leave() && !stop.stop_requested();
+    }
+
     /// The directory of @p h's reservoir if it is named, else null.
     [[nodiscard]] reservoir_directory* directory_of(const hstate& h) const noexcept
     {

@@ -23,17 +23,33 @@ public:
     /// When a step of @p bytes asked for at @p now may start (now, without a limit).
     pool_clock::time_point turn(std::uint64_t bytes, pool_clock::time_point now)
     {
-        if (rate_ == 0)
+        const std::uint64_t rate = rate_.load(std::memory_order_relaxed);
+        if (rate == 0)
             return now;
         const std::lock_guard lock(mutex_);
         const pool_clock::time_point start = std::max(now, next_turn_);
-        const std::chrono::duration<double> length(static_cast<double>(bytes) / static_cast<double>(rate_));
+        const std::chrono::duration<double> length(static_cast<double>(bytes) / static_cast<double>(rate));
         next_turn_ = start + std::chrono::duration_cast<pool_clock::duration>(length);
         return start;
     }
 
+    /// Changes the rate (0: no limit). Turns given out before are void: their holders see the
+    /// generation change and ask again.
+    void set_rate(std::uint64_t bytes_per_second) noexcept
+    {
+        const std::lock_guard lock(mutex_);
+        rate_.store(bytes_per_second);
+        next_turn_ = {};
+        generation_.fetch_add(1);
+    }
+    /// Counts set_rate() calls.
+    [[nodiscard]] std::uint64_t generation() const noexcept { return generation_.load(); }
+    /// The rate, 0 for no limit.
+    [[nodiscard]] std::uint64_t rate() const noexcept { return rate_.load(); }
+
 private:
-    const std::uint64_t rate_;
+    std::atomic<std::uint64_t> rate_;
+    std::atomic<std::uint64_t> generation_{0};
     std::mutex mutex_;
     pool_clock::time_point next_turn_{};
 };

@@ -234,13 +234,7 @@ private:
     // Waits for this step's turn under the rate limit. False if the worker should leave.
     bool wait_turn(const fill_job& job, std::uint64_t bytes)
     {
-        const auto now = pool_clock::now();
-        const auto turn = e_.limiter.turn(bytes, now);
-        if (turn > now) {
-            auto g = e_.state->core.observe();
-            (void)g.wait_until(stop_, turn, [&] { return should_leave(job); });
-        }
-        return !should_leave(job);
+        return e_.wait_turn(bytes, stop_, [&] { return should_leave(job); });
     }
 
     std::optional<fill_step> take_step(fill_job& job, std::uint64_t most)

@@ -52,13 +52,7 @@ private:
 
     bool wait_turn(std::uint64_t bytes)
     {
-        const auto now = pool_clock::now();
-        const auto turn = e_.limiter.turn(bytes, now);
-        if (turn > now) {
-            auto g = e_.state->core.observe();
-            (void)g.wait_until(stop_, turn, [&] { return should_leave(); });
-        }
-        return !should_leave();
+        return e_.wait_turn(bytes, stop_, [&] { return should_leave(); });
     }
 
     void record(std::uint64_t pages, int error, std::chrono::nanoseconds elapsed)
