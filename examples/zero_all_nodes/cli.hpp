@@ -19,6 +19,8 @@
 #include <hugezero/page_size.hpp>
 #include <hugezero/sim/builder.hpp>
 
+#include "../common/units.hpp"
+
 namespace zero_all_nodes {
 
 /// A bad command line: the message names the argument; the program exits 2.
@@ -80,50 +82,8 @@ struct options {
     bool help = false;
 };
 
-/// Parses a decimal number: digits only (no sign, no space), no overflow. Empty otherwise.
-inline std::optional<std::uint64_t> parse_number(std::string_view text)
-{
-    std::uint64_t value = 0;
-    const char* end = text.data() + text.size();
-    if (text.empty() || text.front() < '0' || text.front() > '9')
-        return std::nullopt;
-    const auto [stop, error] = std::from_chars(text.data(), end, value);
-    if (error != std::errc() || stop != end)
-        return std::nullopt;
-    return value;
-}
-
-/// Parses a duration such as `150us`, `70ms`, `1s`, `500ns`, `2min`.
-/// @throws std::invalid_argument describing what is wrong.
-inline std::chrono::nanoseconds parse_duration(std::string_view text)
-{
-    std::size_t digits = 0;
-    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
-        ++digits;
-    const auto value = parse_number(text.substr(0, digits));
-    if (!value)
-        throw std::invalid_argument("expected a number followed by a unit such as 150us, 70ms or 1s");
-    const std::string_view unit = text.substr(digits);
-    std::uint64_t scale = 0;
-    if (unit == "ns")
-        scale = 1;
-    else if (unit == "us")
-        scale = 1'000;
-    else if (unit == "ms")
-        scale = 1'000'000;
-    else if (unit == "s")
-        scale = 1'000'000'000;
-    else if (unit == "min")
-        scale = 60'000'000'000;
-    else if (unit.empty())
-        throw std::invalid_argument("a unit is required (ns, us, ms, s or min)");
-    else
-        throw std::invalid_argument("unknown unit \"" + std::string(unit) + "\" (use ns, us, ms, s or min)");
-    constexpr auto max_ns = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    if (*value > max_ns / scale)
-        throw std::invalid_argument("the duration is too long");
-    return std::chrono::nanoseconds(static_cast<std::int64_t>(*value * scale));
-}
+using hugezero_tools::parse_duration; // "150us", "70ms", "1s"
+using hugezero_tools::parse_number;   // digits only, no overflow
 
 /// Splits `SIZE=VALUE` into its page size and value text.
 /// @throws std::invalid_argument describing what is wrong.

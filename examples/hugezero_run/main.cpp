@@ -1,0 +1,134 @@
+// hugezero-run: asks hugezerod for a lease and runs a command (a VMM) on it. The lease is
+// inherited as fd N (--fd, default 3); in the command's arguments {fd} becomes N, {path}
+// becomes /proc/self/fd/N (or the lease's file path from a named reservoir), {bytes} its size.
+//
+//   hugezero-run --node 0 --size 8G -- qemu-system-x86_64 -m 8G
+//       -object memory-backend-file,id=m,size=8G,mem-path={path},share=on -machine memory-backend=m ...
+//
+// The connection to the daemon is inherited too (as --hold-fd, default the next free fd): the
+// lease follows the command's process, and goes back to the daemon (to be recycled once
+// nothing maps it) when it exits. Exit status: the command's; 1 when no lease can be had
+// (the message says why); 2 for a bad command line.
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <hugezero/page_size.hpp>
+
+#include "../common/units.hpp"
+#include "../hugezerod/client.hpp"
+#include "../hugezerod/config.hpp"
+
+namespace {
+
+std::string substitute(std::string arg, const std::vector<std::pair<std::string, std::string>>& values)
+{
+    for (const auto& [key, value] : values)
+        for (std::size_t at = arg.find(key); at != std::string::npos; at = arg.find(key, at + value.size()))
+            arg.replace(at, key.size(), value);
+    return arg;
+}
+
+// Moves @p fd to @p number (inheritable), or fails naming it.
+void place(int fd, int number, const char* what)
+{
+    if (fd == number) {
+        ::fcntl(fd, F_SETFD, 0);
+        return;
+    }
+    if (::dup2(fd, number) < 0)
+        throw std::runtime_error(std::string("cannot put the ") + what + " at fd " + std::to_string(number) + ": " + std::strerror(errno));
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    CLI::App app{"hugezero-run: runs a command on a lease of pre-zeroed huge-page memory from hugezerod (docs/daemon.md)"};
+    std::string socket = hugezerod::config{}.socket, size_text, page_text = "2M", name;
+    unsigned node = 0;
+    int lease_fd = 3;
+    std::optional<int> hold_fd;
+    bool allow_cold = false;
+    std::optional<std::uint64_t> max_cold;
+    bool quiet = false;
+    std::vector<std::string> command;
+    app.add_option("--socket", socket, "the daemon's socket")->capture_default_str();
+    app.add_option("--node", node, "the NUMA node of the memory")->capture_default_str();
+    app.add_option("--size", size_text, "the lease's size: 8G, 512M, ... (rounded up to whole pages)")->required();
+    app.add_option("--page-size", page_text, "the huge page size: 2M or 1G")->capture_default_str();
+    app.add_option("--name", name, "the lease's file name (in /proc/<pid>/maps; a named reservoir's file)");
+    app.add_flag("--allow-cold", allow_cold, "take the pages the reservoir lacks cold (allocated and zeroed now, on the start path)");
+    app.add_option("--max-cold", max_cold, "with --allow-cold: at most this many cold pages");
+    app.add_option("--fd", lease_fd, "the fd number the command inherits the lease as")->capture_default_str()->check(CLI::Range(3, 1 << 20));
+    app.add_option("--hold-fd", hold_fd, "the fd number the command inherits the daemon connection as (default: the next free one)")
+        ->check(CLI::Range(3, 1 << 20));
+    app.add_flag("-q,--quiet", quiet, "say nothing about the lease");
+    app.add_option("command", command, "the command and its arguments ({fd}, {path}, {bytes} substituted)")->required();
+    app.allow_extras(false);
+    CLI11_PARSE(app, argc, argv);
+    hugezerod::protocol::acquire_request r;
+    try {
+        r.node = hugezero::node_id(node);
+        r.page = hugezero::page_size::parse(page_text);
+        r.bytes = hugezero_tools::parse_bytes(size_text);
+        if (r.bytes == 0)
+            throw std::invalid_argument("--size must be at least 1 byte");
+        r.name = name;
+        if (max_cold && !allow_cold)
+            throw std::invalid_argument("--max-cold needs --allow-cold");
+        r.max_cold_pages = allow_cold ? max_cold : std::optional<std::uint64_t>(0);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "hugezero-run: " << e.what() << '\n';
+        return 2;
+    }
+    try {
+        hugezerod::client c(socket);
+        hugezerod::granted_lease g = c.acquire(r);
+        const auto& info = g.info;
+        if (!quiet)
+            std::cerr << "hugezero-run: lease " << info.id << ": " << info.pages << " pages of " << info.page_kib << "kB on node "
+                      << info.node << ", " << info.cold << " of them cold" << (info.cold > 0 ? " (allocated and zeroed just now)" : "")
+                      << (info.path.empty() ? "" : ", " + info.path) << '\n';
+        const int connection = hold_fd.value_or(lease_fd + 1);
+        if (connection == lease_fd)
+            throw std::runtime_error("--hold-fd and --fd must differ");
+        // Both out of the way first: either target may be the other's number now. The copies
+        // out of the way close at exec (FD_CLOEXEC), the placed ones stay.
+        const int lease_high = ::fcntl(g.fd.get(), F_DUPFD_CLOEXEC, 64);
+        const int connection_high = ::fcntl(c.fd(), F_DUPFD_CLOEXEC, 64);
+        if (lease_high < 0 || connection_high < 0)
+            throw std::runtime_error(std::string("cannot duplicate the lease's fd: ") + std::strerror(errno));
+        place(lease_high, lease_fd, "lease");
+        place(connection_high, connection, "daemon connection");
+        const std::string path = info.path.empty() ? "/proc/self/fd/" + std::to_string(lease_fd) : info.path;
+        const std::vector<std::pair<std::string, std::string>> values = {
+            {"{fd}", std::to_string(lease_fd)}, {"{path}", path}, {"{bytes}", std::to_string(info.pages * info.page_kib * 1024)}};
+        std::vector<std::string> args;
+        for (const auto& a : command)
+            args.push_back(substitute(a, values));
+        std::vector<char*> argv_out;
+        for (auto& a : args)
+            argv_out.push_back(a.data());
+        argv_out.push_back(nullptr);
+        ::execvp(argv_out[0], argv_out.data());
+        std::cerr << "hugezero-run: cannot run " << args[0] << ": " << std::strerror(errno) << '\n';
+        return 127;
+    } catch (const hugezerod::client_error& e) {
+        std::cerr << "hugezero-run: no lease of " << size_text << " on node " << node << ": " << e.what()
+                  << (e.code() == EAGAIN && !allow_cold ? " (--allow-cold takes the missing pages cold)" : "") << '\n';
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "hugezero-run: " << e.what() << '\n';
+        return 1;
+    }
+}

@@ -1,0 +1,199 @@
+// A hugezerod started by a test: its configuration in a temporary directory, its log in a
+// file there (a pipe could fill and stall it), its socket and metrics socket beside them.
+#ifndef HUGEZERO_TESTS_DAEMON_DAEMON_PROCESS_HPP
+#define HUGEZERO_TESTS_DAEMON_DAEMON_PROCESS_HPP
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+
+#include "hugezerod/client.hpp"
+#include "hugezerod/sockets.hpp"
+#include "support/subprocess.hpp"
+#include "support/temp_dir.hpp"
+#include "support/threads.hpp"
+
+namespace hugezero::test {
+
+/// The text of a file.
+inline std::string file_text(const std::filesystem::path& p)
+{
+    std::ifstream in(p);
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+/// Fetches @p path over HTTP from the Unix stream socket @p socket; returns the body (empty
+/// on failure).
+inline std::string http_get(const std::string& socket, const std::string& path = "/metrics")
+{
+    try {
+        auto s = hugezerod::connect_unix(socket, SOCK_STREAM);
+        const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        if (::send(s.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
+            return {};
+        std::string response;
+        char buffer[4096];
+        for (ssize_t n; (n = ::recv(s.get(), buffer, sizeof buffer, 0)) > 0;)
+            response.append(buffer, static_cast<std::size_t>(n));
+        const std::size_t body = response.find("\r\n\r\n");
+        return body == std::string::npos ? std::string() : response.substr(body + 4);
+    } catch (const std::exception&) {
+        return {};
+    }
+}
+
+/// The value of the sample @p name (with its labels, exactly as printed) in metrics @p text.
+inline std::optional<double> metric(const std::string& text, const std::string& name)
+{
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);)
+        if (line.rfind(name + " ", 0) == 0)
+            return std::stod(line.substr(name.size() + 1));
+    return std::nullopt;
+}
+
+/// Entries in /proc/<pid>/fd, or -1.
+inline int open_fds(pid_t pid)
+{
+    std::error_code e;
+    int n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", e);
+         !e && it != std::filesystem::directory_iterator(); it.increment(e))
+        ++n;
+    return e ? -1 : n;
+}
+
+/// A hugezerod serving the configuration written to dir()/hugezerod.conf.
+class daemon_process {
+public:
+    /// Its [reservoir] sections and any other lines: the [daemon] section's socket and
+    /// metrics keys come first, pointing into the directory.
+    explicit daemon_process(const std::string& sections, const std::vector<std::string>& env = {},
+                            const std::string& daemon_extra = "")
+    {
+        ::chmod(dir_.path().c_str(), 0755); // a peer of another uid may reach the socket
+        write_config(sections, daemon_extra);
+        start(env);
+    }
+    daemon_process(const daemon_process&) = delete;
+    daemon_process& operator=(const daemon_process&) = delete;
+
+    [[nodiscard]] std::filesystem::path dir() const { return dir_.path(); }
+    [[nodiscard]] std::string socket() const { return (dir_.path() / "hugezerod.sock").string(); }
+    [[nodiscard]] std::string metrics_socket() const { return (dir_.path() / "metrics.sock").string(); }
+    [[nodiscard]] std::string config_path() const { return (dir_.path() / "hugezerod.conf").string(); }
+    [[nodiscard]] pid_t pid() const { return process_->pid(); }
+    [[nodiscard]] std::string log() const { return file_text(dir_.path() / "hugezerod.log"); }
+
+    /// Rewrites the configuration (for a SIGHUP).
+    void write_config(const std::string& sections, const std::string& daemon_extra = "")
+    {
+        std::ofstream(config_path()) << "[daemon]\nsocket = " << socket() << "\nmetrics = unix:" << metrics_socket()
+                                     << "\nsocket_mode = 0666\n" << daemon_extra << "\n" << sections;
+    }
+
+    /// Starts it (again); returns once its socket answers a status request.
+    void start(const std::vector<std::string>& env = {})
+    {
+        process_ = std::make_unique<child_process>(
+            std::vector<std::string>{"/bin/sh", "-c", "exec \"$0\" --config \"$1\" 2>>\"$2\"", HUGEZERO_DAEMON, config_path(),
+                                     (dir_.path() / "hugezerod.log").string()},
+            env);
+        started_ = wait_until([&] {
+            try {
+                hugezerod::client c(socket());
+                (void)c.status();
+                return true;
+            } catch (const std::exception&) {
+                return ::kill(process_->pid(), 0) != 0 ? true : false; // it died: stop waiting
+            }
+        });
+    }
+
+    /// Whether it answered.
+    [[nodiscard]] bool serving() const
+    {
+        try {
+            hugezerod::client c(socket());
+            (void)c.status();
+            return true;
+        } catch (const std::exception&) {
+            return false;
+        }
+    }
+
+    /// Waits until it says every reservoir is filled (or held).
+    [[nodiscard]] bool wait_ready() const
+    {
+        return wait_until([&] { return status().daemon.at("ready") == "1"; }, std::chrono::seconds(30));
+    }
+
+    /// A status from a connection of its own.
+    [[nodiscard]] hugezerod::protocol::status_reply status() const
+    {
+        hugezerod::client c(socket());
+        return c.status();
+    }
+
+    /// A number of its first reservoir's status line.
+    [[nodiscard]] std::uint64_t reservoir(const std::string& key) const { return std::stoull(status().reservoirs.at(0).at(key)); }
+
+    /// Its open fds with only the asking connection open, no job running (a recycle looks
+    /// through /proc) and the reservoir at its target
+    /// (fds= of such a status), or "none" if that did not happen within 60 s.
+    [[nodiscard]] std::string fds_settled() const
+    {
+        std::string fds = "none";
+        const bool settled = wait_until(
+            [&] {
+                const auto s = status();
+                const auto& r = s.reservoirs.at(0);
+                fds = s.daemon.at("fds");
+                return s.daemon.at("clients") == "1" && s.daemon.at("jobs") == "0" && r.at("ready_pages") == r.at("target_pages") && r.at("filling_pages") == "0"
+                       && r.at("scrubbing_pages") == "0" && r.at("waiting_pages") == "0" && r.at("leases_out") == "0";
+            },
+            std::chrono::seconds(60));
+        return settled ? fds : "none";
+    }
+
+    /// What its fds are, one per line (for a message when the count is off).
+    [[nodiscard]] std::string fd_listing() const
+    {
+        std::string out;
+        std::error_code e;
+        for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid()) + "/fd", e))
+            out += entry.path().filename().string() + " -> " + std::filesystem::read_symlink(entry.path(), e).string() + "\n";
+        return out;
+    }
+
+    /// Its metrics text.
+    [[nodiscard]] std::string metrics() const { return http_get(metrics_socket()); }
+
+    /// Sends @p signo and waits for it to end; its exit status.
+    process_result stop(int signo = SIGTERM)
+    {
+        process_->send(signo);
+        return process_->wait(std::chrono::seconds(60));
+    }
+
+    void send(int signo) const { process_->send(signo); }
+
+private:
+    temp_dir dir_;
+    std::unique_ptr<child_process> process_;
+    bool started_ = false;
+};
+
+} // namespace hugezero::test
+
+#endif

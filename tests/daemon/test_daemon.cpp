@@ -1,0 +1,417 @@
+// hugezerod and hugezero-run end to end, on real 2 MiB huge pages (root): leases handed over
+// and taken back, metrics, bad input, a peer not allowed, 1000 clients killed at random points,
+// a restart under a lease, SIGHUP, systemd's notify protocol and socket activation.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/daemon_process.hpp"
+#include "support/hugepages.hpp"
+#include "support/skip.hpp"
+
+namespace protocol = hugezerod::protocol;
+using hugezero::test::daemon_process;
+using hugezero::test::wait_until;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint64_t mib = std::uint64_t{1} << 20;
+
+// 64 MiB of 2 MiB pages in one reservoir on node 0, refilling at once after a lease.
+const std::string small_reservoir = "[pool]\nquiet_after_lease = 0ms\nretry_period = 50ms\n"
+                                    "[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n";
+
+std::uint64_t free_2m()
+{
+    return hugezero::test::read_sysfs_counter("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").value_or(0);
+}
+
+// Root and enough free 2 MiB pages, or a skip.
+struct real_pages {
+    hugezero::test::hugepage_reservation reservation{hugezero::page_2mib, 96};
+    bool ok = false;
+    real_pages()
+    {
+        if (!hugezero::test::running_as_root())
+            hugezero::test::report_skip("needs root (huge pages, another uid's connection)");
+        else if (!reservation.ok())
+            hugezero::test::report_skip(reservation.reason());
+        else
+            ok = true;
+    }
+};
+
+protocol::acquire_request two_mib(std::uint64_t bytes, std::optional<std::uint64_t> max_cold = std::nullopt)
+{
+    protocol::acquire_request r;
+    r.bytes = bytes;
+    r.max_cold_pages = max_cold;
+    return r;
+}
+
+// The connection was closed by the daemon: the next receive sees its end.
+bool closed_by_peer(int s)
+{
+    pollfd p{s, POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1)
+        return false;
+    char byte = 0;
+    return ::recv(s, &byte, 1, 0) == 0;
+}
+
+} // namespace
+
+TEST_SUITE("daemon")
+{
+    TEST_CASE("a warm lease is a hugetlb file of the pages asked for, all allocated; given back, it is recycled")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        // No refill after the lease: the reservoir has room for it when it comes back.
+        daemon_process d("[pool]\nquiet_after_lease = 60min\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n");
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        hugezerod::client c(d.socket());
+        auto g = c.acquire(two_mib(8 * mib, 0));
+        CHECK(g.info.pages == 4);
+        CHECK(g.info.cold == 0);
+        CHECK(g.info.page_kib == 2048);
+        struct stat st {};
+        REQUIRE(::fstat(g.fd.get(), &st) == 0);
+        CHECK(st.st_size == static_cast<off_t>(8 * mib));
+        CHECK(st.st_blocks * 512 == static_cast<blkcnt_t>(8 * mib)); // every page allocated
+        void* map = ::mmap(nullptr, 8 * mib, PROT_READ | PROT_WRITE, MAP_SHARED, g.fd.get(), 0);
+        REQUIRE(map != MAP_FAILED);
+        CHECK(static_cast<unsigned char*>(map)[8 * mib - 1] == 0);
+        std::memset(map, 0x5a, 8 * mib);
+        ::munmap(map, 8 * mib);
+        CHECK(d.status().daemon.at("leases") == "1");
+        g.fd.reset();
+        CHECK(c.release(g.info.id) == "recycled");
+        CHECK(d.status().daemon.at("leases") == "0");
+        CHECK_THROWS_WITH_AS(c.release(g.info.id), doctest::Contains("holds no lease"), hugezerod::client_error);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("the metrics agree with the pool's statistics and with what the clients did")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        hugezerod::client c(d.socket());
+        auto a = c.acquire(two_mib(4 * mib, 0));
+        auto b = c.acquire(two_mib(2 * mib, 0));
+        const auto s = d.status().reservoirs.at(0);
+        const std::string text = d.metrics();
+        const std::string labels = "{node=\"0\",page_size=\"2MiB\"}";
+        for (const std::string family : {"hugezero_reservoir_target_pages", "hugezero_reservoir_ready_pages", "hugezero_leases_out",
+                                         "hugezero_leases_served_total", "hugezero_warm_pages_served_total"})
+            CHECK_MESSAGE(text.find("# HELP " + family + " ") != std::string::npos, family);
+        CHECK(hugezero::test::metric(text, "hugezero_reservoir_target_pages" + labels) == 32);
+        CHECK(hugezero::test::metric(text, "hugezero_leases_out" + labels) == 2);
+        CHECK(hugezero::test::metric(text, "hugezero_leases_served_total" + labels) == 2);
+        CHECK(hugezero::test::metric(text, "hugezero_warm_pages_served_total" + labels) == 3);
+        CHECK(hugezero::test::metric(text, "hugezero_cold_pages_served_total" + labels) == 0);
+        CHECK(hugezero::test::metric(text, "hugezero_leases_served_total" + labels) == std::stod(s.at("leases_served")));
+        CHECK(hugezero::test::metric(text, "hugezerod_leases_held") == 2);
+        CHECK(wait_until([&] { return hugezero::test::metric(d.metrics(), "hugezerod_clients") == 1; })); // c; d.status()'s left
+        CHECK(hugezero::test::metric(text, "hugezerod_requests_total{verb=\"acquire\"}") == 2);
+        CHECK(hugezero::test::metric(text, "hugezerod_connections_refused_total") == 0);
+        CHECK(text.find("# TYPE hugezero_refill_bytes_per_second gauge") != std::string::npos);
+        CHECK(hugezero::test::http_get(d.metrics_socket(), "/nothing").find("not found") == 0);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("bad input gets its error, the connection is closed, and nothing changes")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        const std::string fds_before = d.fds_settled();
+        const auto expect_refusal = [&](const std::string& text, int fd_to_send, int code, const std::string& words) {
+            hugezerod::client c(d.socket());
+            REQUIRE(hugezerod::send_packet(c.fd(), text, fd_to_send) == 0);
+            hugezerod::packet in;
+            REQUIRE(hugezerod::receive_packet(c.fd(), protocol::max_reply, in) == 0);
+            const auto r = protocol::parse_reply(in.text);
+            REQUIRE_MESSAGE(std::holds_alternative<protocol::error_reply>(r), in.text);
+            CHECK_MESSAGE(std::get<protocol::error_reply>(r).code == code, in.text);
+            CHECK_MESSAGE(in.text.find(words) != std::string::npos, in.text);
+            CHECK(closed_by_peer(c.fd()));
+        };
+        expect_refusal("hugezero/1 acquire node=0 page=2M", -1, EINVAL, "acquire needs");
+        expect_refusal(std::string(5000, 'A'), -1, EMSGSIZE, "at most 1024 bytes");
+        expect_refusal("hugezero/9 status", -1, EPROTO, "speaks hugezero/1, not hugezero/9");
+        expect_refusal(std::string("hugezero/1 st\x01tus"), -1, EBADMSG, "printable");
+        hugezero::test::temp_dir scratch;
+        const int some_fd = ::open(scratch.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        expect_refusal("hugezero/1 status", some_fd, EBADMSG, "takes no fds");
+        ::close(some_fd);
+        CHECK(d.serving());
+        CHECK(d.fds_settled() == fds_before);
+        CHECK(hugezero::test::metric(d.metrics(), "hugezerod_bad_requests_total") == 5);
+        CHECK(d.reservoir("leases_served") == 0);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("a peer that is not allowed is refused with EACCES naming its uid, and counted")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        int result[2];
+        REQUIRE(::pipe2(result, O_CLOEXEC) == 0);
+        const pid_t child = ::fork();
+        if (child == 0) {
+            ::close(result[0]);
+            std::string answer = "setuid failed";
+            if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
+                try {
+                    hugezerod::client c(d.socket());
+                    (void)c.status();
+                    answer = "served";
+                } catch (const hugezerod::client_error& e) {
+                    answer = std::to_string(e.code()) + " " + e.what();
+                }
+            }
+            (void)!::write(result[1], answer.data(), answer.size());
+            ::_exit(0);
+        }
+        ::close(result[1]);
+        std::string answer;
+        char buffer[512];
+        for (ssize_t n; (n = ::read(result[0], buffer, sizeof buffer)) > 0;)
+            answer.append(buffer, static_cast<std::size_t>(n));
+        ::close(result[0]);
+        ::waitpid(child, nullptr, 0);
+        CHECK(answer.rfind(std::to_string(EACCES) + " ", 0) == 0);
+        CHECK_MESSAGE(answer.find("uid 65534 is not allowed by " + d.config_path()) != std::string::npos, answer);
+        CHECK(hugezero::test::metric(d.metrics(), "hugezerod_connections_refused_total") == 1);
+        CHECK(d.log().find("refused pid ") != std::string::npos);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("1000 clients killed at random points: every lease is accounted, nothing leaks, the counters are restored")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        const std::uint64_t free_before = free_2m();
+        {
+            daemon_process d(small_reservoir + "chunk = 2M\n"); // files of one page, before and after
+            REQUIRE_MESSAGE(d.wait_ready(), d.log());
+            const std::string fds_before = d.fds_settled();
+            std::mt19937 random(12345);
+            constexpr int clients = 1000, at_once = 16;
+            std::vector<pid_t> running;
+            for (int i = 0; i < clients; ++i) {
+                const int point = static_cast<int>(random() % 5);
+                const std::uint64_t bytes = 2 * mib; // files of one size: the reservoir's fds come back to their count
+                const pid_t child = ::fork();
+                if (child == 0) {
+                    // Dies by SIGKILL at its point: after connecting, after asking, after the fd
+                    // came, after mapping it, or after asking to give it back.
+                    try {
+                        hugezerod::client c(d.socket());
+                        if (point == 0)
+                            ::raise(SIGKILL);
+                        const std::string request = protocol::format(two_mib(bytes));
+                        (void)hugezerod::send_packet(c.fd(), request);
+                        if (point == 1)
+                            ::raise(SIGKILL);
+                        hugezerod::packet in;
+                        (void)hugezerod::receive_packet(c.fd(), protocol::max_reply, in);
+                        if (point == 2 || in.fds.empty())
+                            ::raise(SIGKILL);
+                        void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, in.fds.front().get(), 0);
+                        if (map != MAP_FAILED)
+                            static_cast<unsigned char*>(map)[0] = 1;
+                        if (point == 3)
+                            ::raise(SIGKILL);
+                        const auto lease = std::get<protocol::lease_reply>(protocol::parse_reply(in.text));
+                        (void)hugezerod::send_packet(c.fd(), protocol::format(protocol::release_request{lease.id}));
+                    } catch (...) {
+                    }
+                    ::raise(SIGKILL);
+                }
+                REQUIRE(child > 0);
+                running.push_back(child);
+                if (running.size() == at_once || i == clients - 1) {
+                    for (const pid_t p : running) {
+                        int status = 0;
+                        ::waitpid(p, &status, 0);
+                        CHECK(WIFSIGNALED(status));
+                    }
+                    running.clear();
+                }
+            }
+            // Every lease back (none held, none out, none waiting for a holder, the reservoir at
+            // its target again) and the daemon has the fds it had.
+            CHECK_MESSAGE(d.fds_settled() == fds_before, d.fd_listing());
+            const std::string text = d.metrics();
+            const double granted = hugezero::test::metric(text, "hugezerod_leases_granted_total").value_or(-1);
+            const double taken_back = hugezero::test::metric(text, "hugezerod_leases_taken_back_total").value_or(-1);
+            const double undelivered = hugezero::test::metric(text, "hugezerod_leases_undelivered_total").value_or(-1);
+            CHECK(granted == taken_back); // every lease handed over came back
+            CHECK(hugezero::test::metric(text, "hugezero_leases_served_total{node=\"0\",page_size=\"2MiB\"}") == granted + undelivered);
+            CHECK(granted >= 400); // points 2 to 4 had a lease
+            CHECK(hugezero::test::metric(text, "hugezerod_leases_held") == 0);
+            CHECK(d.stop().exit_code == 0);
+        }
+        const std::uint64_t free_after = free_2m();
+        CHECK_MESSAGE(free_after == free_before, "free 2 MiB pages moved from " << free_before << " to " << free_after
+                                                     << ": another process using huge pages meanwhile would explain it");
+    }
+
+    TEST_CASE("a client holding a lease across a daemon restart keeps valid memory")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        hugezero_tools::owned_fd fd;
+        {
+            hugezerod::client c(d.socket());
+            fd = std::move(c.acquire(two_mib(4 * mib, 0)).fd);
+        }
+        auto* map = static_cast<unsigned char*>(::mmap(nullptr, 4 * mib, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0));
+        REQUIRE(map != MAP_FAILED);
+        for (std::uint64_t i = 0; i < 4 * mib; i += 4096)
+            map[i] = static_cast<unsigned char>(i / 4096);
+        CHECK(d.stop().exit_code == 0);
+        d.start();
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        bool intact = true;
+        for (std::uint64_t i = 0; i < 4 * mib; i += 4096)
+            intact = intact && map[i] == static_cast<unsigned char>(i / 4096);
+        CHECK(intact);
+        ::munmap(map, 4 * mib);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("SIGHUP applies a new target, floor and rate without dropping a lease; a bad file changes nothing")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        hugezerod::client c(d.socket());
+        auto g = c.acquire(two_mib(2 * mib, 0));
+        d.write_config("[pool]\nrefill_rate = 1G\n[reservoir]\nnode = 0\npage = 2M\ntarget = 16M\nfloor_pages = 2\n");
+        d.send(SIGHUP);
+        REQUIRE(wait_until([&] { return d.reservoir("target_pages") == 8; }));
+        CHECK(d.reservoir("floor_pages") == 2);
+        CHECK(d.reservoir("leases_out") == 1);
+        CHECK(c.status().daemon.at("leases") == "1"); // the connection and its lease stayed
+        d.write_config("[reservoir]\nnode = 0\npage = 2M\ntarget = many\n");
+        d.send(SIGHUP);
+        REQUIRE(wait_until([&] { return hugezero::test::metric(d.metrics(), "hugezerod_reloads_failed_total") == 1; }));
+        CHECK(d.reservoir("target_pages") == 8);
+        CHECK(d.log().find("reload refused, the old configuration stays: " + d.config_path() + ":9: target: \"many\"") != std::string::npos);
+        d.write_config("[reservoir]\nnode = 0\npage = 1G\ntarget = 1G\n");
+        d.send(SIGHUP);
+        REQUIRE(wait_until([&] { return hugezero::test::metric(d.metrics(), "hugezerod_reloads_failed_total") == 2; }));
+        CHECK(d.log().find("needs a restart") != std::string::npos);
+        CHECK(c.release(g.info.id) != "");
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("systemd: READY=1 once the reservoir is filled, STATUS= with its level, and socket activation")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        hugezero::test::temp_dir notify_dir;
+        const std::string notify_path = (notify_dir.path() / "notify").string();
+        hugezero_tools::owned_fd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        const sockaddr_un a = hugezerod::unix_address(notify_path);
+        REQUIRE(::bind(notify.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+        // The listening socket, made here as systemd would, at fd 3 in the daemon.
+        hugezero::test::temp_dir socket_dir;
+        ::chmod(socket_dir.path().c_str(), 0755);
+        const std::string activated = (socket_dir.path() / "activated.sock").string();
+        auto listener = hugezerod::listen_unix(activated, SOCK_SEQPACKET, 0666);
+        ::fcntl(listener.get(), F_SETFD, 0); // inherited
+        const std::string script = "exec 3<&" + std::to_string(listener.get()) + " " + std::to_string(listener.get())
+                                   + "<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --config \"$1\" 2>>\"$2\"";
+        hugezero::test::temp_dir dir;
+        const std::string config = (dir.path() / "c.conf").string();
+        std::ofstream(config) << "[daemon]\nsocket = " << (dir.path() / "unused.sock").string() << "\n" << small_reservoir;
+        hugezero::test::child_process daemon({"/bin/sh", "-c", script, HUGEZERO_DAEMON, config, (dir.path() / "log").string()},
+                                             {"NOTIFY_SOCKET=" + notify_path});
+        listener.reset();
+        std::vector<std::string> messages;
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (std::chrono::steady_clock::now() < deadline
+               && std::none_of(messages.begin(), messages.end(), [](const std::string& m) { return m.find("READY=1") != std::string::npos; })) {
+            pollfd p{notify.get(), POLLIN, 0};
+            if (::poll(&p, 1, 1000) == 1) {
+                char buffer[4096];
+                const ssize_t n = ::recv(notify.get(), buffer, sizeof buffer, 0);
+                if (n > 0)
+                    messages.emplace_back(buffer, static_cast<std::size_t>(n));
+            }
+        }
+        std::string all;
+        for (const auto& m : messages)
+            all += m + "|";
+        CHECK_MESSAGE(all.find("READY=1\nSTATUS=node0/2MiB 32/32 pages, at target; 0 clients, 0 leases") != std::string::npos, all);
+        CHECK_MESSAGE(!std::filesystem::exists(dir.path() / "unused.sock"), "it made a socket of its own");
+        hugezerod::client c(activated);
+        CHECK(c.status().reservoirs.at(0).at("target_pages") == "32");
+        daemon.send(SIGTERM);
+        CHECK(daemon.wait(60s).exit_code == 0);
+        CHECK(std::filesystem::exists(activated)); // systemd's socket: not the daemon's to remove
+    }
+
+    TEST_CASE("hugezero-run runs the command on the lease, and says clearly when no lease can be had")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        const auto ran = hugezero::test::run_process({HUGEZERO_RUN, "--socket", d.socket(), "--size", "4M", "--", "/bin/sh", "-c",
+                                                      "readlink /proc/self/fd/{fd}; stat -L -c %s {path}; echo {bytes}"});
+        CHECK_MESSAGE(ran.exit_code == 0, ran.err);
+        CHECK(ran.out == "/memfd:hugezero-node0-2MiB (deleted)\n4194304\n4194304\n");
+        CHECK(ran.err == "hugezero-run: lease 1: 2 pages of 2048kB on node 0, 0 of them cold\n");
+        const auto refused = hugezero::test::run_process({HUGEZERO_RUN, "--socket", d.socket(), "--size", "256M", "--", "/bin/true"});
+        CHECK(refused.exit_code == 1);
+        CHECK_MESSAGE(refused.err.find("hugezero-run: no lease of 256M on node 0: hugezerod: ") == 0, refused.err);
+        CHECK(refused.err.find("(--allow-cold takes the missing pages cold)") != std::string::npos);
+        REQUIRE(d.wait_ready());
+        const auto cold = hugezero::test::run_process(
+            {HUGEZERO_RUN, "--socket", d.socket(), "--size", "68M", "--allow-cold", "--", "/bin/sh", "-c", "exit 7"});
+        CHECK(cold.exit_code == 7); // the command's own
+        // The refill made files of the last lease's size (2 pages): most of these 34 pages are cold.
+        CHECK_MESSAGE(cold.err.find("34 pages of 2048kB on node 0, ") != std::string::npos, cold.err);
+        CHECK_MESSAGE(cold.err.find(" of them cold (allocated and zeroed just now)") != std::string::npos, cold.err);
+        const auto no_daemon = hugezero::test::run_process({HUGEZERO_RUN, "--socket", (d.dir() / "none").string(), "--size", "2M", "--", "/bin/true"});
+        CHECK(no_daemon.exit_code == 1);
+        CHECK(no_daemon.err.find("none: cannot connect: No such file or directory") != std::string::npos);
+        const auto bad = hugezero::test::run_process({HUGEZERO_RUN, "--size", "2X", "--", "/bin/true"});
+        CHECK(bad.exit_code == 2);
+        CHECK(d.stop().exit_code == 0);
+    }
+}
