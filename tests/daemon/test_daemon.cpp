@@ -110,7 +110,7 @@ TEST_SUITE("daemon")
         real_pages pages;
         if (!pages.ok)
             return;
-        daemon_process d(small_reservoir);
+        daemon_process d(small_reservoir + "chunk = 4M\n"); // 16 files: both leases warm
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
         hugezerod::client c(d.socket());
         auto a = c.acquire(two_mib(4 * mib, 0));
