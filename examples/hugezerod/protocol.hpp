@@ -110,6 +110,12 @@ inline bool printable(std::string_view text)
     return true;
 }
 
+/// @p text in quotes for a message, cut at 64 bytes: a reply never echoes a whole request.
+inline std::string quoted(std::string_view text)
+{
+    return "\"" + std::string(text.substr(0, 64)) + (text.size() > 64 ? "...\"" : "\"");
+}
+
 /// Splits @p text at single spaces (no empty word).
 inline std::optional<std::vector<std::string_view>> words(std::string_view text)
 {
@@ -138,16 +144,16 @@ inline std::variant<field_list, parse_error> fields(const std::vector<std::strin
         const std::string_view word = list[i];
         const std::size_t equals = word.find('=');
         if (equals == std::string_view::npos || equals == 0)
-            return parse_error{EINVAL, "expected key=value, got \"" + std::string(word) + "\""};
+            return parse_error{EINVAL, "expected key=value, got " + quoted(word)};
         const std::string_view key = word.substr(0, equals);
         bool known = false;
         for (const std::string_view a : allowed)
             known = known || a == key;
         if (!known)
-            return parse_error{EINVAL, "unknown key \"" + std::string(key) + "\""};
+            return parse_error{EINVAL, "unknown key " + quoted(key)};
         for (const auto& [seen, value] : out)
             if (seen == key)
-                return parse_error{EINVAL, "key \"" + std::string(key) + "\" given twice"};
+                return parse_error{EINVAL, "key " + quoted(key) + " given twice"};
         out.emplace_back(key, word.substr(equals + 1));
     }
     return out;
@@ -179,7 +185,7 @@ inline std::variant<std::uint64_t, parse_error> number_field(std::string_view ke
 {
     if (const auto n = hugezero_tools::parse_number(value))
         return *n;
-    return parse_error{EINVAL, "\"" + std::string(key) + "\" must be a decimal number, not \"" + std::string(value) + "\""};
+    return parse_error{EINVAL, "\"" + std::string(key) + "\" must be a decimal number, not " + quoted(value)};
 }
 
 inline std::variant<request, parse_error> parse_acquire(const field_list& f)
@@ -192,12 +198,12 @@ inline std::variant<request, parse_error> parse_acquire(const field_list& f)
     if (const auto* e = std::get_if<parse_error>(&node))
         return *e;
     if (std::get<std::uint64_t>(node) > 4095)
-        return parse_error{EINVAL, "node " + std::string(*value_of(f, "node")) + " is out of range (0 to 4095)"};
+        return parse_error{EINVAL, "node " + std::string(value_of(f, "node")->substr(0, 32)) + " is out of range (0 to 4095)"};
     r.node = hugezero::node_id(static_cast<unsigned>(std::get<std::uint64_t>(node)));
     try {
         r.page = hugezero::page_size::parse(*value_of(f, "page"));
     } catch (const std::invalid_argument& e) {
-        return parse_error{EINVAL, e.what()};
+        return parse_error{EINVAL, "invalid page size " + quoted(*value_of(f, "page")) + " (a power of two of at least 4K, with a unit: 2M, 1G)"};
     }
     const auto bytes = number_field("bytes", *value_of(f, "bytes"));
     if (const auto* e = std::get_if<parse_error>(&bytes))
