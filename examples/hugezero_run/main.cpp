@@ -9,6 +9,7 @@
 // lease follows the command's process, and goes back to the daemon (to be recycled once
 // nothing maps it) when it exits. Exit status: the command's; 1 when no lease can be had
 // (the message says why); 2 for a bad command line.
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -75,7 +76,11 @@ int main(int argc, char** argv)
     app.add_flag("-q,--quiet", quiet, "say nothing about the lease");
     app.add_option("command", command, "the command and its arguments ({fd}, {path}, {bytes} substituted)")->required();
     app.allow_extras(false);
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2; // --help: 0; a bad command line: 2
+    }
     hugezerod::protocol::acquire_request r;
     try {
         r.node = hugezero::node_id(node);
@@ -104,8 +109,9 @@ int main(int argc, char** argv)
             throw std::runtime_error("--hold-fd and --fd must differ");
         // Both out of the way first: either target may be the other's number now. The copies
         // out of the way close at exec (FD_CLOEXEC), the placed ones stay.
-        const int lease_high = ::fcntl(g.fd.get(), F_DUPFD_CLOEXEC, 64);
-        const int connection_high = ::fcntl(c.fd(), F_DUPFD_CLOEXEC, 64);
+        const int above = std::max({lease_fd, connection, 63}) + 1; // above both targets
+        const int lease_high = ::fcntl(g.fd.get(), F_DUPFD_CLOEXEC, above);
+        const int connection_high = ::fcntl(c.fd(), F_DUPFD_CLOEXEC, above);
         if (lease_high < 0 || connection_high < 0)
             throw std::runtime_error(std::string("cannot duplicate the lease's fd: ") + std::strerror(errno));
         place(lease_high, lease_fd, "lease");

@@ -1,6 +1,6 @@
 // hugezerod's configuration file (docs/daemon.md, "Configuration"): INI-style sections
 //
-//   [daemon]     socket, socket_mode, metrics, allow_users, allow_groups, ready, max_clients,
+//   [daemon]     socket, socket_mode, socket_group, metrics, allow_users, allow_groups, ready, max_clients,
 //                max_leases_per_client, prezero
 //   [pool]       workers_per_node, refill_rate, batch, quiet_after_lease, retry_period
 //   [reservoir]  node, page, target, chunk, floor_pages, cgroup, directory (one section each)
@@ -9,15 +9,20 @@
 #ifndef HUGEZERO_EXAMPLES_HUGEZEROD_CONFIG_HPP
 #define HUGEZERO_EXAMPLES_HUGEZEROD_CONFIG_HPP
 
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <cstring>
 #include <string_view>
 #include <vector>
 
@@ -56,6 +61,7 @@ struct config {
     std::string file = "(defaults)";                           ///< Where it came from.
     std::string socket = "/run/hugezerod/hugezerod.sock";        ///< Unless socket-activated.
     unsigned socket_mode = 0660;                                 ///< Permissions of the socket file.
+    std::optional<gid_t> socket_group;                           ///< Its group (empty: the daemon's).
     std::string metrics;                                         ///< unix:PATH, tcp:127.0.0.1:PORT or empty (off).
     std::vector<uid_t> allow_users{0};                           ///< Peers allowed by uid.
     std::vector<gid_t> allow_groups;                             ///< Peers allowed by gid.
@@ -145,6 +151,7 @@ inline std::map<std::string, setter> daemon_keys(config& c)
                  throw std::invalid_argument("expected octal permissions such as 0660");
              c.socket_mode = mode;
          }},
+        {"socket_group", [&](std::string_view v) { c.socket_group = group_id(v); }},
         {"metrics", [&](std::string_view v) {
              if (!(v == "off" || v.substr(0, 6) == "unix:/" || v.substr(0, 4) == "tcp:"))
                  throw std::invalid_argument("expected unix:/PATH, tcp:127.0.0.1:PORT or off");

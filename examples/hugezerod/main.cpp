@@ -9,6 +9,7 @@
 // configuration (the message names the file, line and key).
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -54,7 +56,7 @@ hugezero_tools::owned_fd protocol_socket(const hugezerod::config& c, bool& activ
         throw hugezerod::socket_error(std::string("LISTEN_FDS: ") + std::strerror(-n));
     activated = n > 0;
     if (n == 0)
-        return hugezerod::listen_unix(c.socket, SOCK_SEQPACKET, c.socket_mode);
+        return hugezerod::listen_unix(c.socket, SOCK_SEQPACKET, c.socket_mode, c.socket_group);
     if (n > 1)
         throw hugezerod::socket_error("systemd passed " + std::to_string(n) + " sockets; hugezerod takes one (its .socket unit's ListenSequentialPacket=)");
     if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_SEQPACKET, 1, nullptr, 0) <= 0)
@@ -75,6 +77,12 @@ int serve(hugezerod::config c)
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
     hugezero_tools::owned_fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    // Each lease out is an fd here: the soft limit (often 1024) goes up to the hard one.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        (void)::setrlimit(RLIMIT_NOFILE, &files);
+    }
     hugezero::machine m = hugezero::machine::open();
     hugezerod::check_against(c, m);
     bool activated = false;
@@ -96,6 +104,18 @@ int check(const hugezerod::config& c)
 {
     const hugezero::machine m = hugezero::machine::open();
     hugezerod::check_against(c, m);
+    if (c.metrics.rfind("tcp:", 0) == 0) {
+        try {
+            (void)hugezerod::tcp_address(c.metrics);
+        } catch (const hugezerod::socket_error& e) {
+            throw hugezerod::config_error(c.file + ": metrics: " + e.what());
+        }
+    }
+    for (const auto& r : c.reservoirs)
+        for (const auto& dir : {r.options.cgroup, r.options.directory})
+            if (!dir.empty() && !std::filesystem::is_directory(dir))
+                throw hugezerod::config_error(c.file + ":" + std::to_string(r.line) + ": [reservoir]: " + dir.string()
+                                              + " is not a directory");
     std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
               << c.reservoirs.size() << " reservoirs\n";
     for (const auto& r : c.reservoirs)
@@ -117,7 +137,7 @@ nlohmann::json as_json(const std::map<std::string, std::string>& words)
     return out;
 }
 
-bool all_settled(const hugezerod::protocol::status_reply& s) { return s.daemon.count("ready") != 0 && s.daemon.at("ready") == "1"; }
+bool all_settled(const hugezerod::protocol::status_reply& s) { return s.daemon.count("filled") != 0 && s.daemon.at("filled") == "1"; }
 
 std::string reservoir_line(const std::map<std::string, std::string>& r)
 {
@@ -184,7 +204,11 @@ int main(int argc, char** argv)
     status_command->add_flag("--wait", wait, "show progress until the reservoirs are filled (or held)");
     status_command->add_option("--timeout", timeout_text, "give up waiting after this long (default 10min)");
     app.require_subcommand(0, 1);
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2; // --help: 0; a bad command line: 2
+    }
     try {
         if (status_command->parsed())
             return status(socket.value_or(hugezerod::config{}.socket), json, wait, hugezero_tools::parse_duration(timeout_text));
@@ -199,13 +223,13 @@ int main(int argc, char** argv)
             c.ready = *ready == "filled" ? hugezerod::ready_when::filled : hugezerod::ready_when::listening;
         return check_only ? check(c) : serve(std::move(c));
     } catch (const hugezerod::config_error& e) {
-        std::cerr << "hugezerod: " << e.what() << '\n';
+        log_line(hugezerod::level::error, e.what());
         return 2;
     } catch (const std::invalid_argument& e) {
-        std::cerr << "hugezerod: " << e.what() << '\n';
+        log_line(hugezerod::level::error, e.what());
         return 2;
     } catch (const std::exception& e) {
-        std::cerr << "hugezerod: " << e.what() << '\n';
+        log_line(hugezerod::level::error, e.what());
         return 1;
     }
 }

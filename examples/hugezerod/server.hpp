@@ -8,6 +8,7 @@
 #ifndef HUGEZERO_EXAMPLES_HUGEZEROD_SERVER_HPP
 #define HUGEZERO_EXAMPLES_HUGEZEROD_SERVER_HPP
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -117,6 +118,7 @@ private:
     struct http_connection {
         hugezero_tools::owned_fd socket;
         std::string request;
+        std::chrono::steady_clock::time_point until; // closed then if still silent
     };
 
     void watch(int fd, std::uint64_t token)
@@ -168,8 +170,11 @@ private:
         for (;;) {
             hugezero_tools::owned_fd s(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
             if (!s) {
-                if (errno == EMFILE || errno == ENFILE)
-                    hooks_.log(level::warning, "cannot accept a connection: " + errno_text(errno));
+                if (errno == EMFILE || errno == ENFILE) { // no fd to take it with: look again at the next tick
+                    hooks_.log(level::warning, "cannot accept connections for now: " + errno_text(errno));
+                    (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_.get(), nullptr);
+                    accept_paused_ = true;
+                }
                 return;
             }
             hugezerod::peer p = peer_of(s.get());
@@ -419,6 +424,7 @@ private:
         std::ostringstream out;
         out << protocol::version << " status version=" << hugezero::version_string << " clients=" << clients_.size()
             << " leases=" << counters_.leases_held << " jobs=" << jobs_.busy() << " fds=" << open_fds() << " prezero=" << (prezero_ ? "on" : "off") << " ready=" << (ready_sent_ ? 1 : 0)
+            << " filled=" << (all_settled() ? 1 : 0)
             << " uptime_ms=" << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
         for (const auto& s : pool_->statistics())
             out << "\nreservoir node=" << s.which.node.value() << " page_kib=" << s.which.size.kib()
@@ -450,12 +456,22 @@ private:
         return s.ready_pages >= s.target_pages || s.state == st::held_by_floor || s.state == st::out_of_pages || s.state == st::failing;
     }
 
+    // Whether every reservoir is settled now (see settled()).
+    [[nodiscard]] bool all_settled() const
+    {
+        const auto all = pool_->statistics();
+        return std::all_of(all.begin(), all.end(), [](const auto& s) { return settled(s); });
+    }
+
     void tick()
     {
         std::uint64_t expirations = 0;
         (void)::read(timer_.get(), &expirations, sizeof expirations);
         const auto now = std::chrono::steady_clock::now();
         std::erase_if(lingering_, [&](const auto& entry) { return entry.second.until < now; });
+        std::erase_if(scrapers_, [&](const auto& entry) { return entry.second.until < now; }); // idle scrapers
+        if (std::exchange(accept_paused_, false))
+            watch(listener_.get(), token_listener);
         bool all_settled = true;
         std::string levels;
         for (const auto& s : pool_->statistics()) {
@@ -492,6 +508,8 @@ private:
     }
 
     void reload();
+    void check_reloadable(const config& fresh) const;
+    void keep_restart_only(config& fresh) const;
 
     // --- metrics ------------------------------------------------------------------------------
 
@@ -505,7 +523,7 @@ private:
                 continue; // closed: a scraper at a time is the norm
             const std::uint64_t token = http_bit | next_connection_++;
             watch(s.get(), token);
-            scrapers_.emplace(token, http_connection{std::move(s), {}});
+            scrapers_.emplace(token, http_connection{std::move(s), {}, std::chrono::steady_clock::now() + std::chrono::seconds(5)});
         }
     }
 
@@ -574,6 +592,7 @@ private:
     std::map<std::uint64_t, http_connection> scrapers_;
     std::map<std::uint64_t, lingering> lingering_;
     bool lingering_reply_ = false; // handle() refused the packet: linger before closing
+    bool accept_paused_ = false;   // out of fds: the listener is watched again at the next tick
     daemon_counters counters_;
     std::uint64_t next_connection_ = first_connection;
     std::uint64_t next_lease_ = 1;
@@ -590,28 +609,21 @@ private:
 /// restart (the reservoirs' set, cgroups, directories, sockets), changes nothing.
 inline void server::reload()
 {
+    if (config_.file == "(defaults)") {
+        hooks_.log(level::warning, "reload: started without a configuration file, nothing to read again");
+        return;
+    }
     hooks_.notify("RELOADING=1");
     try {
         config fresh = load_config(config_.file);
         check_against(fresh, machine_);
-        if (fresh.reservoirs.size() != config_.reservoirs.size())
-            throw config_error(fresh.file + ": adding or removing a [reservoir] needs a restart");
-        for (std::size_t i = 0; i < fresh.reservoirs.size(); ++i) {
-            const auto& a = fresh.reservoirs[i].options;
-            const auto& b = config_.reservoirs[i].options;
-            if (!(a.which == b.which) || a.cgroup != b.cgroup || a.directory != b.directory || a.chunk_bytes != b.chunk_bytes)
-                throw config_error(fresh.file + ":" + std::to_string(fresh.reservoirs[i].line)
-                                   + ": [reservoir]: changing its node, page, chunk, cgroup or directory needs a restart");
-        }
-        if (fresh.socket != config_.socket || fresh.metrics != config_.metrics)
-            hooks_.log(level::warning, "reload: socket and metrics keep their old values until a restart");
+        check_reloadable(fresh);
         for (const auto& r : fresh.reservoirs) {
             pool_->set_target(r.options.which, r.options.target_bytes);
             pool_->set_floor(r.options.which, r.options.floor_pages);
         }
         pool_->set_refill_rate(fresh.pool.refill_bytes_per_second);
-        fresh.socket = config_.socket;
-        fresh.metrics = config_.metrics;
+        keep_restart_only(fresh);
         config_ = std::move(fresh);
         ++counters_.reloads;
         hooks_.log(level::info, "reloaded " + config_.file);
@@ -619,8 +631,46 @@ inline void server::reload()
         ++counters_.reloads_failed;
         hooks_.log(level::error, std::string("reload refused, the old configuration stays: ") + e.what());
     }
-    hooks_.notify("READY=1");
+    if (ready_sent_)
+        hooks_.notify("READY=1");
     last_status_.clear(); // say the status again
+}
+
+// Refuses a new configuration whose reservoirs differ in what only a restart can change.
+inline void server::check_reloadable(const config& fresh) const
+{
+    if (fresh.reservoirs.size() != config_.reservoirs.size())
+        throw config_error(fresh.file + ": adding or removing a [reservoir] needs a restart");
+    for (std::size_t i = 0; i < fresh.reservoirs.size(); ++i) {
+        const auto& a = fresh.reservoirs[i].options;
+        const auto& b = config_.reservoirs[i].options;
+        if (!(a.which == b.which) || a.cgroup != b.cgroup || a.directory != b.directory || a.chunk_bytes != b.chunk_bytes)
+            throw config_error(fresh.file + ":" + std::to_string(fresh.reservoirs[i].line)
+                               + ": [reservoir]: changing its node, page, chunk, cgroup or directory needs a restart");
+    }
+}
+
+// Keeps, with a warning, the old values of what a reload cannot change in a running daemon.
+inline void server::keep_restart_only(config& fresh) const
+{
+    std::string kept;
+    const auto keep = [&](auto& now, const auto& old, const char* key) {
+        if (now != old)
+            kept += std::string(kept.empty() ? "" : ", ") + key;
+        now = old;
+    };
+    keep(fresh.socket, config_.socket, "socket");
+    keep(fresh.socket_mode, config_.socket_mode, "socket_mode");
+    keep(fresh.socket_group, config_.socket_group, "socket_group");
+    keep(fresh.metrics, config_.metrics, "metrics");
+    keep(fresh.prezero, config_.prezero, "prezero");
+    keep(fresh.ready, config_.ready, "ready");
+    keep(fresh.pool.workers_per_node, config_.pool.workers_per_node, "workers_per_node");
+    keep(fresh.pool.batch_bytes, config_.pool.batch_bytes, "batch");
+    keep(fresh.pool.quiet_after_lease, config_.pool.quiet_after_lease, "quiet_after_lease");
+    keep(fresh.pool.retry_period, config_.pool.retry_period, "retry_period");
+    if (!kept.empty())
+        hooks_.log(level::warning, "reload: " + kept + " keep their old values until a restart");
 }
 
 } // namespace hugezerod

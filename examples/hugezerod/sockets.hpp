@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -56,7 +57,7 @@ inline hugezero_tools::owned_fd connect_unix(const std::string& path, int type =
 /// Listens on the Unix socket @p path (its directory made if missing), with permissions
 /// @p mode. A socket file nobody listens on (a daemon that died) is replaced; one that
 /// answers is another daemon's: refused.
-inline hugezero_tools::owned_fd listen_unix(const std::string& path, int type, unsigned mode)
+inline hugezero_tools::owned_fd listen_unix(const std::string& path, int type, unsigned mode, std::optional<gid_t> group = std::nullopt)
 {
     const sockaddr_un a = unix_address(path);
     std::error_code ignored;
@@ -81,14 +82,16 @@ inline hugezero_tools::owned_fd listen_unix(const std::string& path, int type, u
         throw socket_error(path + ": cannot bind: " + errno_text(errno));
     if (::chmod(path.c_str(), mode) != 0)
         throw socket_error(path + ": cannot set its permissions: " + errno_text(errno));
+    if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0)
+        throw socket_error(path + ": cannot give it to group " + std::to_string(*group) + ": " + errno_text(errno));
     if (::listen(s.get(), 128) != 0)
         throw socket_error(path + ": cannot listen: " + errno_text(errno));
     return s;
 }
 
-/// Listens on @p address, `tcp:HOST:PORT` with HOST a loopback IPv4 address (metrics are
-/// for this host). @throws socket_error naming it.
-inline hugezero_tools::owned_fd listen_tcp(const std::string& address)
+/// `tcp:HOST:PORT` with HOST a loopback IPv4 address (metrics are for this host).
+/// @throws socket_error naming it.
+inline sockaddr_in tcp_address(const std::string& address)
 {
     const std::string spec = address.substr(4);
     const std::size_t colon = spec.rfind(':');
@@ -104,6 +107,13 @@ inline hugezero_tools::owned_fd listen_tcp(const std::string& address)
     if (!port || *port > 65535)
         throw socket_error(address + ": \"" + spec.substr(colon + 1) + "\" is not a port number");
     a.sin_port = htons(static_cast<std::uint16_t>(*port));
+    return a;
+}
+
+/// Listens on @p address (tcp_address()). @throws socket_error naming it.
+inline hugezero_tools::owned_fd listen_tcp(const std::string& address)
+{
+    const sockaddr_in a = tcp_address(address);
     hugezero_tools::owned_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!s)
         throw socket_error("socket: " + errno_text(errno));

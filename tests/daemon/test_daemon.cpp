@@ -75,7 +75,7 @@ bool closed_by_peer(int s)
 
 TEST_SUITE("daemon")
 {
-    TEST_CASE("a warm lease is a hugetlb file of the pages asked for, all allocated; given back, it is recycled")
+    TEST_CASE("a warm lease is a hugetlb file of the pages asked for, all allocated, and given back it is recycled")
     {
         real_pages pages;
         if (!pages.ok)
@@ -308,7 +308,7 @@ TEST_SUITE("daemon")
         CHECK(d.stop().exit_code == 0);
     }
 
-    TEST_CASE("SIGHUP applies a new target, floor and rate without dropping a lease; a bad file changes nothing")
+    TEST_CASE("SIGHUP applies a new target, floor and rate without dropping a lease, and a bad file changes nothing")
     {
         real_pages pages;
         if (!pages.ok)

@@ -37,7 +37,7 @@ TEST_SUITE("daemon")
 {
     TEST_CASE("a configuration file sets every key, and a reservoir per section")
     {
-        const auto c = hugezerod::parse_config("# comment\n[daemon]\nsocket = /run/x.sock\nsocket_mode = 0600\n"
+        const auto c = hugezerod::parse_config("# comment\n[daemon]\nsocket = /run/x.sock\nsocket_mode = 0600\nsocket_group = root\n"
                                                "metrics = tcp:127.0.0.1:9464\nallow_users = root 1000\nallow_groups = 0\n"
                                                "ready = listening\nmax_clients = 8\nmax_leases_per_client = 2\nprezero = off\n"
                                                "[pool]\nworkers_per_node = 2\nrefill_rate = 1G\nbatch = 8M\n"
@@ -48,6 +48,7 @@ TEST_SUITE("daemon")
                                                "test.conf");
         CHECK(c.socket == "/run/x.sock");
         CHECK(c.socket_mode == 0600);
+        CHECK(c.socket_group == std::optional<gid_t>(0));
         CHECK(c.metrics == "tcp:127.0.0.1:9464");
         CHECK(c.allow_users == std::vector<uid_t>{0, 1000});
         CHECK(c.allow_groups == std::vector<gid_t>{0});
@@ -66,7 +67,7 @@ TEST_SUITE("daemon")
         CHECK(c.pool.reservoirs[1].which == hugezero::hstate{node_id(1), hugezero::page_1gib});
         CHECK(c.pool.reservoirs[1].chunk_bytes == std::uint64_t{2} << 30);
         CHECK(c.pool.reservoirs[1].cgroup == "/sys/fs/cgroup/vms");
-        CHECK(c.reservoirs[1].line == 23);
+        CHECK(c.reservoirs[1].line == 24);
     }
 
     TEST_CASE("configuration errors name the file, the line and the key")
@@ -114,10 +115,12 @@ TEST_SUITE("daemon")
         CHECK(ok.out.find("node0/2MiB: target 67108864 bytes") != std::string::npos);
         const auto refused = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", bad, "--check"});
         CHECK(refused.exit_code == 2);
-        CHECK(refused.err == "hugezerod: " + bad + ":4: target: \"lots\": expected a size such as 8G, 512M or 1048576\n");
+        CHECK(refused.err == "hugezerod: error: " + bad + ":4: target: \"lots\": expected a size such as 8G, 512M or 1048576\n");
         const auto missing = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", (dir.path() / "none").string(), "--check"});
         CHECK(missing.exit_code == 2);
         CHECK(missing.err.find("none: cannot read it: No such file or directory") != std::string::npos);
+        const auto unknown = hugezero::test::run_process({HUGEZERO_DAEMON, "--no-such-option"});
+        CHECK(unknown.exit_code == 2);
         const auto help = hugezero::test::run_process({HUGEZERO_DAEMON, "--help"});
         CHECK(help.exit_code == 0);
         CHECK(help.out.find("--check") != std::string::npos);
