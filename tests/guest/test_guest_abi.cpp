@@ -26,6 +26,7 @@
 
 #include <hugezero/hugezero.hpp>
 
+#include "daemon/daemon_process.hpp"
 #include "guest/guest_kernel.hpp"
 #include "support/hstates.hpp"
 #include "support/json.hpp"
@@ -478,6 +479,29 @@ TEST_SUITE("guest-abi")
             CHECK(s.errors == 0);
             CHECK(m.zeroable(h) == 0);
             CHECK(stats(h)["zeroing"] == 0);
+        }
+        counters.check_restored();
+    }
+    TEST_CASE("hugezerod runs the kernel's pre-zeroing where the kernel has it, and leases from its pool")
+    {
+        HUGEZERO_REQUIRE_GUEST(true);
+        const switches run;
+        const auto m = hugezero::machine::open();
+        const counters_guard counters(m);
+        dirty_every_page(m, node0_2m);
+        {
+            hugezero::test::daemon_process d("[reservoir]\nnode = 0\npage = 2M\ntarget = 8M\n");
+            REQUIRE_MESSAGE(d.wait_ready(), d.log());
+            CHECK(d.status().daemon.at("prezero") == "on");
+            // The service zeroes the node's free pages in the background: none left to zero.
+            CHECK(hugezero::test::wait_until([&] { return m.zeroable(node0_2m) == 0; }, 60s));
+            hugezerod::client c(d.socket());
+            hugezerod::protocol::acquire_request r;
+            r.bytes = 8 << 20;
+            r.max_cold_pages = 0;
+            const auto g = c.acquire(r);
+            CHECK(g.info.pages == 4);
+            CHECK(d.stop().exit_code == 0);
         }
         counters.check_restored();
     }
