@@ -5,13 +5,14 @@
 //   hugezero-run --node 0 --size 8G -- qemu-system-x86_64 -m 8G
 //       -object memory-backend-file,id=m,size=8G,mem-path={path},share=on -machine memory-backend=m ...
 //
-// The connection to the daemon is inherited too (as --hold-fd, default the next free fd): the
+// The connection to the daemon is inherited too (as --hold-fd, default --fd + 1): the
 // lease follows the command's process, and goes back to the daemon (to be recycled once
 // nothing maps it) when it exits. Exit status: the command's; 1 when no lease can be had
 // (the message says why); 2 for a bad command line.
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -62,6 +63,7 @@ int main(int argc, char** argv)
     bool allow_cold = false;
     std::optional<std::uint64_t> max_cold;
     bool quiet = false;
+    std::string timeout_text = "2min";
     std::vector<std::string> command;
     app.add_option("--socket", socket, "the daemon's socket")->capture_default_str();
     app.add_option("--node", node, "the NUMA node of the memory")->capture_default_str();
@@ -71,9 +73,11 @@ int main(int argc, char** argv)
     app.add_flag("--allow-cold", allow_cold, "take the pages the reservoir lacks cold (allocated and zeroed now, on the start path)");
     app.add_option("--max-cold", max_cold, "with --allow-cold: at most this many cold pages");
     app.add_option("--fd", lease_fd, "the fd number the command inherits the lease as")->capture_default_str()->check(CLI::Range(3, 1 << 20));
-    app.add_option("--hold-fd", hold_fd, "the fd number the command inherits the daemon connection as (default: the next free one)")
+    app.add_option("--hold-fd", hold_fd, "the fd number the command inherits the daemon connection as (default: --fd + 1)")
         ->check(CLI::Range(3, 1 << 20));
     app.add_flag("-q,--quiet", quiet, "say nothing about the lease");
+    app.add_option("--timeout", timeout_text, "give up when the daemon has not answered within this long (a cold lease takes time)")
+        ->capture_default_str();
     app.add_option("command", command, "the command and its arguments ({fd}, {path}, {bytes} substituted)")->required();
     app.allow_extras(false);
     try {
@@ -82,6 +86,7 @@ int main(int argc, char** argv)
         return app.exit(e) == 0 ? 0 : 2; // --help: 0; a bad command line: 2
     }
     hugezerod::protocol::acquire_request r;
+    std::chrono::milliseconds timeout{0};
     try {
         r.node = hugezero::node_id(node);
         r.page = hugezero::page_size::parse(page_text);
@@ -91,13 +96,16 @@ int main(int argc, char** argv)
         r.name = name;
         if (max_cold && !allow_cold)
             throw std::invalid_argument("--max-cold needs --allow-cold");
+        timeout = std::chrono::duration_cast<std::chrono::milliseconds>(hugezero_tools::parse_duration(timeout_text));
+        if (hold_fd && *hold_fd == lease_fd)
+            throw std::invalid_argument("--hold-fd and --fd must differ");
         r.max_cold_pages = allow_cold ? max_cold : std::optional<std::uint64_t>(0);
     } catch (const std::invalid_argument& e) {
         std::cerr << "hugezero-run: " << e.what() << '\n';
         return 2;
     }
     try {
-        hugezerod::client c(socket);
+        hugezerod::client c(socket, timeout);
         hugezerod::granted_lease g = c.acquire(r);
         const auto& info = g.info;
         if (!quiet)
@@ -105,8 +113,6 @@ int main(int argc, char** argv)
                       << info.node << ", " << info.cold << " of them cold" << (info.cold > 0 ? " (allocated and zeroed just now)" : "")
                       << (info.path.empty() ? "" : ", " + info.path) << '\n';
         const int connection = hold_fd.value_or(lease_fd + 1);
-        if (connection == lease_fd)
-            throw std::runtime_error("--hold-fd and --fd must differ");
         // Both out of the way first: either target may be the other's number now. The copies
         // out of the way close at exec (FD_CLOEXEC), the placed ones stay.
         const int above = std::max({lease_fd, connection, 63}) + 1; // above both targets

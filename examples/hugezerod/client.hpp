@@ -4,10 +4,13 @@
 #ifndef HUGEZERO_EXAMPLES_HUGEZEROD_CLIENT_HPP
 #define HUGEZERO_EXAMPLES_HUGEZEROD_CLIENT_HPP
 
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#include <sys/time.h>
 
 #include "protocol.hpp"
 #include "sockets.hpp"
@@ -35,13 +38,19 @@ struct granted_lease {
 /// released before).
 class client {
 public:
-    /// Connects to @p socket_path. @throws client_error (ECONNREFUSED, ENOENT, ...) naming it.
-    explicit client(std::string socket_path) : path_(std::move(socket_path))
+    /// Connects to @p socket_path; each reply is waited for at most @p timeout (0: forever).
+    /// @throws client_error (ECONNREFUSED, ENOENT, ...) naming it.
+    explicit client(std::string socket_path, std::chrono::milliseconds timeout = std::chrono::milliseconds(0))
+        : path_(std::move(socket_path)), timeout_(timeout)
     {
         try {
             socket_ = connect_unix(path_);
         } catch (const socket_error& e) {
             throw client_error(errno, std::string("hugezerod at ") + e.what());
+        }
+        if (timeout.count() > 0) {
+            const timeval t{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+            (void)::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
         }
     }
 
@@ -81,8 +90,11 @@ public:
                 return in;
             throw client_error(error, path_ + ": cannot send: " + std::strerror(error));
         }
-        if (const int error = receive_packet(socket_.get(), protocol::max_reply, in); error != 0)
+        if (const int error = receive_packet(socket_.get(), protocol::max_reply, in); error != 0) {
+            if (error == EAGAIN) // SO_RCVTIMEO
+                throw client_error(ETIMEDOUT, path_ + ": no reply within " + std::to_string(timeout_.count()) + " ms");
             throw client_error(error, path_ + ": cannot receive: " + std::strerror(error));
+        }
         return in;
     }
 
@@ -114,6 +126,7 @@ private:
     }
 
     std::string path_;
+    std::chrono::milliseconds timeout_;
     hugezero_tools::owned_fd socket_;
 };
 

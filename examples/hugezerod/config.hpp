@@ -229,6 +229,7 @@ inline config parse_config(std::string_view text, const std::string& file)
     c.file = file;
     std::map<std::string, setter> keys;
     std::vector<std::string> seen;
+    std::vector<std::string> sections;
     std::string section;
     int line_number = 0;
     const auto fail = [&](std::string_view key, const std::string& why) {
@@ -246,6 +247,9 @@ inline config parse_config(std::string_view text, const std::string& file)
                 throw fail("", "a section header is [daemon], [pool] or [reservoir]");
             section = std::string(trim(line.substr(1, line.size() - 2)));
             seen.clear();
+            if (section != "reservoir" && std::find(sections.begin(), sections.end(), section) != sections.end())
+                throw fail("", "a second [" + section + "] section (only [reservoir] repeats)");
+            sections.push_back(section);
             if (section == "daemon")
                 keys = daemon_keys(c);
             else if (section == "pool")
@@ -283,6 +287,18 @@ inline config parse_config(std::string_view text, const std::string& file)
     for (const auto& r : c.reservoirs)
         c.pool.reservoirs.push_back(r.options);
     return c;
+}
+
+/// Sets [daemon] @p key of @p c to @p value as the file would (a command-line flag).
+/// @throws config_error naming @p flag.
+inline void set_daemon_key(config& c, const std::string& key, std::string_view value, const std::string& flag)
+{
+    auto keys = detail_config::daemon_keys(c);
+    try {
+        keys.at(key)(value);
+    } catch (const std::invalid_argument& e) {
+        throw config_error(flag + ": \"" + std::string(value.substr(0, 80)) + "\": " + e.what());
+    }
 }
 
 /// Reads and parses @p path. @throws config_error naming it.

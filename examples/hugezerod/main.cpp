@@ -9,6 +9,7 @@
 // configuration (the message names the file, line and key).
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <filesystem>
 #include <cstdio>
 #include <cstdlib>
@@ -33,7 +34,10 @@
 
 namespace {
 
-constexpr const char* default_config = "/etc/hugezerod/hugezerod.conf";
+#ifndef HUGEZERO_DEFAULT_CONFIG
+#define HUGEZERO_DEFAULT_CONFIG "/etc/hugezerod/hugezerod.conf"
+#endif
+constexpr const char* default_config = HUGEZERO_DEFAULT_CONFIG; // the install's sysconfdir
 
 void log_line(hugezerod::level l, const std::string& message)
 {
@@ -66,7 +70,7 @@ hugezero_tools::owned_fd protocol_socket(const hugezerod::config& c, bool& activ
     return hugezero_tools::owned_fd(SD_LISTEN_FDS_START);
 }
 
-int serve(hugezerod::config c)
+int serve(hugezerod::config c, const std::function<void(hugezerod::config&)>& overrides)
 {
     // Blocked before any thread starts, so that every thread inherits it: the loop alone
     // takes them, from its signalfd.
@@ -87,16 +91,17 @@ int serve(hugezerod::config c)
     hugezerod::check_against(c, m);
     bool activated = false;
     hugezero_tools::owned_fd listener = protocol_socket(c, activated);
-    const std::string socket_path = c.socket;
+    // The socket file it made goes when it ends, whether it served or failed to start (the
+    // server's metrics socket likewise); systemd's stays.
+    const hugezerod::listening_socket socket_file({}, activated ? std::string() : c.socket);
     hugezerod::server_hooks hooks;
     hooks.log = log_line;
     hooks.notify = [](const std::string& text) { (void)sd_notify(0, text.c_str()); };
+    hooks.overrides = overrides;
     {
         hugezerod::server s(std::move(c), std::move(m), std::move(listener), hooks);
         s.run(signal_fd.get());
     }
-    if (!activated)
-        ::unlink(socket_path.c_str());
     return 0;
 }
 
@@ -154,7 +159,7 @@ std::string reservoir_line(const std::map<std::string, std::string>& r)
 int status(const std::string& socket, bool json, bool wait, std::chrono::nanoseconds timeout)
 {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    hugezerod::client c(socket);
+    hugezerod::client c(socket, std::chrono::seconds(30));
     auto s = c.status();
     while (wait && !all_settled(s)) {
         for (const auto& r : s.reservoirs)
@@ -174,7 +179,7 @@ int status(const std::string& socket, bool json, bool wait, std::chrono::nanosec
         return 0;
     }
     const auto get = [&](const char* k) { return s.daemon.count(k) != 0 ? s.daemon.at(k) : std::string("?"); };
-    std::cout << "hugezerod " << get("version") << ": " << (all_settled(s) ? "ready" : "filling") << ", " << get("clients")
+    std::cout << "hugezerod " << get("version") << ": " << (all_settled(s) ? "filled" : "filling") << ", " << get("clients")
               << " clients, " << get("leases") << " leases, pre-zeroing " << get("prezero") << '\n';
     for (const auto& r : s.reservoirs)
         std::cout << "  " << reservoir_line(r) << '\n';
@@ -214,14 +219,18 @@ int main(int argc, char** argv)
             return status(socket.value_or(hugezerod::config{}.socket), json, wait, hugezero_tools::parse_duration(timeout_text));
         if (config_file.empty() && ::access(default_config, F_OK) == 0)
             config_file = default_config;
+        // The flags override the file, checked as its keys are, and again at each reload.
+        const auto overrides = [socket, metrics, ready](hugezerod::config& c) {
+            if (socket)
+                hugezerod::set_daemon_key(c, "socket", *socket, "--socket");
+            if (metrics)
+                hugezerod::set_daemon_key(c, "metrics", *metrics, "--metrics");
+            if (ready)
+                hugezerod::set_daemon_key(c, "ready", *ready, "--ready");
+        };
         hugezerod::config c = config_file.empty() ? hugezerod::config{} : hugezerod::load_config(config_file);
-        if (socket)
-            c.socket = *socket;
-        if (metrics)
-            c.metrics = *metrics == "off" ? std::string() : *metrics;
-        if (ready)
-            c.ready = *ready == "filled" ? hugezerod::ready_when::filled : hugezerod::ready_when::listening;
-        return check_only ? check(c) : serve(std::move(c));
+        overrides(c);
+        return check_only ? check(c) : serve(std::move(c), overrides);
     } catch (const hugezerod::config_error& e) {
         log_line(hugezerod::level::error, e.what());
         return 2;

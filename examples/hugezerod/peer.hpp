@@ -42,13 +42,15 @@ inline peer peer_of(int s)
         p.uid = static_cast<uid_t>(-1);
         p.gid = static_cast<gid_t>(-1);
     }
+    // Supplementary groups: on any failure none (never a buffer the kernel did not fill).
     std::vector<gid_t> groups(64);
     length = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-    if (::getsockopt(s, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length) != 0 && errno == ERANGE) {
+    int rc = ::getsockopt(s, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length);
+    if (rc != 0 && errno == ERANGE) {
         groups.resize(length / sizeof(gid_t));
-        (void)::getsockopt(s, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length);
+        rc = ::getsockopt(s, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length);
     }
-    groups.resize(length / sizeof(gid_t));
+    groups.resize(rc == 0 ? length / sizeof(gid_t) : 0);
     p.groups = std::move(groups);
     return p;
 }

@@ -169,10 +169,10 @@ inline std::optional<std::string_view> value_of(const field_list& f, std::string
 }
 
 /// Whether @p name is a lease name the protocol carries: a plain file name of letters, digits,
-/// '.', '_' and '-', not starting with '.' or "hugezero." (the pool's own files).
+/// '.', '_' and '-', not starting with '.' or "hugezero" (the pool's own files).
 inline bool valid_name(std::string_view name)
 {
-    if (name.empty() || name.size() > max_name || name.front() == '.' || name.substr(0, 9) == "hugezero.")
+    if (name.empty() || name.size() > max_name || name.front() == '.' || name.substr(0, 8) == "hugezero")
         return false;
     for (const char c : name)
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
@@ -214,7 +214,7 @@ inline std::variant<request, parse_error> parse_acquire(const field_list& f)
     if (const auto name = value_of(f, "name")) {
         if (!valid_name(*name))
             return parse_error{EINVAL, "\"name\" must be a file name of letters, digits, '.', '_' and '-' (at most "
-                                           + std::to_string(max_name) + ", not starting with '.' or hugezero.)"};
+                                           + std::to_string(max_name) + ", not starting with '.' or hugezero)"};
         r.name = std::string(*name);
     }
     if (const auto cold = value_of(f, "max_cold")) {

@@ -45,6 +45,7 @@ enum class level { error = 3, warning = 4, notice = 5, info = 6 };
 struct server_hooks {
     std::function<void(level, const std::string&)> log = [](level, const std::string&) {};
     std::function<void(const std::string&)> notify = [](const std::string&) {};
+    std::function<void(config&)> overrides = [](config&) {}; ///< The command line's, applied to a reloaded file too.
 };
 
 class server {
@@ -66,8 +67,8 @@ public:
         const itimerspec every{{0, 250'000'000}, {0, 1'000'000}};
         (void)::timerfd_settime(timer_.get(), 0, &every, nullptr);
         watch(listener_.get(), token_listener);
-        if (metrics_listener_)
-            watch(metrics_listener_.get(), token_metrics);
+        if (metrics_listener_.fd)
+            watch(metrics_listener_.fd.get(), token_metrics);
         watch(jobs_.fd(), token_jobs);
         watch(timer_.get(), token_timer);
     }
@@ -171,12 +172,14 @@ private:
             hugezero_tools::owned_fd s(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
             if (!s) {
                 if (errno == EMFILE || errno == ENFILE) { // no fd to take it with: look again at the next tick
-                    hooks_.log(level::warning, "cannot accept connections for now: " + errno_text(errno));
+                    if (!std::exchange(out_of_fds_, true)) // once per shortage
+                        hooks_.log(level::warning, "cannot accept connections for now: " + errno_text(errno));
                     (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_.get(), nullptr);
                     accept_paused_ = true;
                 }
                 return;
             }
+            out_of_fds_ = false;
             hugezerod::peer p = peer_of(s.get());
             std::string refusal;
             if (!allowed(config_, p))
@@ -204,7 +207,7 @@ private:
             if (it == clients_.end())
                 return;
             packet in;
-            const int error = receive_packet(it->second.socket.get(), protocol::max_request, in, MSG_DONTWAIT);
+            const int error = receive_packet(it->second.socket.get(), protocol::max_request, in, MSG_DONTWAIT, false);
             if (error == EAGAIN)
                 break;
             if (error != 0 || in.end)
@@ -230,7 +233,7 @@ private:
             return false;
         };
         if (!in.fds.empty() || in.fds_truncated)
-            return refuse(EBADMSG, "the daemon takes no fds, and " + std::to_string(in.fds.size()) + " came");
+            return refuse(EBADMSG, "the daemon takes no fds, and some came");
         if (in.truncated)
             return refuse(EMSGSIZE, "a request is at most " + std::to_string(protocol::max_request) + " bytes");
         auto parsed = protocol::parse_request(in.text);
@@ -353,7 +356,13 @@ private:
                    std::function<void(const std::string&)> done = nullptr)
     {
         jobs_.post([this, l = std::move(l), why, done = std::move(done)](std::stop_token) -> std::function<void()> {
-            const hugezero::recycle_result r = pool_->recycle(std::move(*l));
+            hugezero::recycle_result r;
+            try {
+                r = pool_->recycle(std::move(*l));
+            } catch (const std::exception& e) { // the lease closes: its pages go back to the kernel
+                r.status = hugezero::recycle_status::unusable;
+                r.message = e.what();
+            }
             std::ostringstream status;
             status << r.status;
             std::string word = status.str();
@@ -394,8 +403,8 @@ private:
             return;
         char discard[2048];
         ssize_t n = 0;
-        while ((n = ::recv(it->second.socket.get(), discard, sizeof discard, MSG_DONTWAIT)) > 0) {
-        }
+        for (int i = 0; i < 16 && (n = ::recv(it->second.socket.get(), discard, sizeof discard, MSG_DONTWAIT)) > 0; ++i) {
+        } // then the others' turn; its 2 s end at a tick
         if (n == 0 || (n < 0 && errno != EAGAIN))
             lingering_.erase(it); // closes it
     }
@@ -423,7 +432,7 @@ private:
     {
         std::ostringstream out;
         out << protocol::version << " status version=" << hugezero::version_string << " clients=" << clients_.size()
-            << " leases=" << counters_.leases_held << " jobs=" << jobs_.busy() << " fds=" << open_fds() << " prezero=" << (prezero_ ? "on" : "off") << " ready=" << (ready_sent_ ? 1 : 0)
+             << " leases=" << counters_.leases_held << " refill_rate=" << config_.pool.refill_bytes_per_second << " jobs=" << jobs_.busy() << " fds=" << open_fds() << " prezero=" << (prezero_ ? "on" : "off") << " ready=" << (ready_sent_ ? 1 : 0)
             << " filled=" << (all_settled() ? 1 : 0)
             << " uptime_ms=" << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
         for (const auto& s : pool_->statistics())
@@ -516,7 +525,7 @@ private:
     void accept_scrapers()
     {
         for (;;) {
-            hugezero_tools::owned_fd s(::accept4(metrics_listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            hugezero_tools::owned_fd s(::accept4(metrics_listener_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
             if (!s)
                 return;
             if (scrapers_.size() >= 16)
@@ -549,7 +558,12 @@ private:
                                    + "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: "
                                    + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
             const std::string all = head + body;
-            (void)::send(it->second.socket.get(), all.data(), all.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+            // One write, never blocking the loop: a send buffer that takes it all.
+            const int room = static_cast<int>(std::min<std::size_t>(all.size() * 2, 4 << 20));
+            (void)::setsockopt(it->second.socket.get(), SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
+            const ssize_t sent = ::send(it->second.socket.get(), all.data(), all.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (sent != static_cast<ssize_t>(all.size()))
+                hooks_.log(level::warning, "a metrics scrape got " + std::to_string(sent) + " of " + std::to_string(all.size()) + " bytes");
         }
         (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.socket.get(), nullptr);
         scrapers_.erase(it);
@@ -582,7 +596,7 @@ private:
     hugezero::machine machine_;
     server_hooks hooks_;
     hugezero_tools::owned_fd listener_;
-    hugezero_tools::owned_fd metrics_listener_;
+    listening_socket metrics_listener_; // its socket file goes with it
     hugezero_tools::owned_fd epoll_;
     hugezero_tools::owned_fd timer_;
     int signals_ = -1;
@@ -593,6 +607,7 @@ private:
     std::map<std::uint64_t, lingering> lingering_;
     bool lingering_reply_ = false; // handle() refused the packet: linger before closing
     bool accept_paused_ = false;   // out of fds: the listener is watched again at the next tick
+    bool out_of_fds_ = false;      // said so already
     daemon_counters counters_;
     std::uint64_t next_connection_ = first_connection;
     std::uint64_t next_lease_ = 1;
@@ -613,9 +628,11 @@ inline void server::reload()
         hooks_.log(level::warning, "reload: started without a configuration file, nothing to read again");
         return;
     }
-    hooks_.notify("RELOADING=1");
+    if (ready_sent_) // before the first READY=1, systemd is still waiting for the start
+        hooks_.notify("RELOADING=1");
     try {
         config fresh = load_config(config_.file);
+        hooks_.overrides(fresh);
         check_against(fresh, machine_);
         check_reloadable(fresh);
         for (const auto& r : fresh.reservoirs) {

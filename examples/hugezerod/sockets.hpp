@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <system_error>
 
 #include <arpa/inet.h>
@@ -126,12 +127,33 @@ inline hugezero_tools::owned_fd listen_tcp(const std::string& address)
     return s;
 }
 
+/// A listening socket, and the socket file it made (removed with it).
+struct listening_socket {
+    hugezero_tools::owned_fd fd;
+    std::string file; ///< Empty for a TCP socket.
+
+    listening_socket() = default;
+    listening_socket(hugezero_tools::owned_fd s, std::string path) : fd(std::move(s)), file(std::move(path)) {}
+    listening_socket(listening_socket&& other) noexcept : fd(std::move(other.fd)), file(std::exchange(other.file, {})) {}
+    listening_socket& operator=(listening_socket&& other) noexcept
+    {
+        std::swap(fd, other.fd);
+        std::swap(file, other.file);
+        return *this;
+    }
+    ~listening_socket()
+    {
+        if (!file.empty())
+            ::unlink(file.c_str());
+    }
+};
+
 /// The metrics endpoint @p address (`unix:/PATH` or `tcp:HOST:PORT`).
-inline hugezero_tools::owned_fd listen_metrics(const std::string& address)
+inline listening_socket listen_metrics(const std::string& address)
 {
     if (address.rfind("unix:", 0) == 0)
-        return listen_unix(address.substr(5), SOCK_STREAM, 0660);
-    return listen_tcp(address);
+        return {listen_unix(address.substr(5), SOCK_STREAM, 0660), address.substr(5)};
+    return {listen_tcp(address), {}};
 }
 
 } // namespace hugezerod

@@ -28,7 +28,10 @@ struct packet {
 
 /// Receives one packet of at most @p limit bytes on @p socket (flags: MSG_DONTWAIT on the
 /// daemon's side). Returns the errno of recvmsg() (EAGAIN: nothing there), else 0 and @p out.
-inline int receive_packet(int socket, std::size_t limit, packet& out, int flags = 0)
+/// Without @p take_fds (the daemon, which takes none) fds that came are never installed here:
+/// the kernel drops them (no close() runs a hostile file's flush in this process) and says so
+/// with MSG_CTRUNC, shown as fds_truncated.
+inline int receive_packet(int socket, std::size_t limit, packet& out, int flags = 0, bool take_fds = true)
 {
     out = packet{};
     out.text.resize(limit + 1); // one byte more: a longer packet shows as MSG_TRUNC anyway
@@ -37,15 +40,15 @@ inline int receive_packet(int socket, std::size_t limit, packet& out, int flags 
     msghdr message{};
     message.msg_iov = &io;
     message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
+    message.msg_control = take_fds ? control : nullptr;
+    message.msg_controllen = take_fds ? sizeof control : 0;
     ssize_t n = 0;
     do
         n = ::recvmsg(socket, &message, flags | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c))
+    for (cmsghdr* c = take_fds ? CMSG_FIRSTHDR(&message) : nullptr; c != nullptr; c = CMSG_NXTHDR(&message, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
             for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
                 int fd = -1;
@@ -54,7 +57,7 @@ inline int receive_packet(int socket, std::size_t limit, packet& out, int flags 
             }
     out.fds_truncated = (message.msg_flags & MSG_CTRUNC) != 0;
     out.truncated = (message.msg_flags & MSG_TRUNC) != 0 || static_cast<std::size_t>(n) > limit;
-    out.end = n == 0 && out.fds.empty();
+    out.end = n == 0 && out.fds.empty() && !out.fds_truncated;
     out.text.resize(std::min(static_cast<std::size_t>(n), limit));
     return 0;
 }

@@ -17,7 +17,9 @@ namespace hugezero {
 struct acquire_options {
     /// The most pages the lease may lack from the reservoir, to be allocated (and so zeroed by
     /// the kernel) on the spot, on the VM's start path. A lease that would need more fails at
-    /// once with `EAGAIN`, allocating nothing. Empty: no limit; 0: warm pages only.
+    /// once with `EAGAIN`, allocating nothing. Empty: no limit; 0: warm pages only. What is
+    /// missing is counted against the ready files, and a refusal leaves the pool as it was (not
+    /// quiet, its refill going on), so asking again until a lease is warm is safe.
     std::optional<std::uint64_t> max_cold_pages;
     /// Cancels the allocation of cold pages between steps (`ECANCELED`).
     std::stop_token stop;

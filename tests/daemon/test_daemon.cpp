@@ -321,6 +321,7 @@ TEST_SUITE("daemon")
         d.send(SIGHUP);
         REQUIRE(wait_until([&] { return d.reservoir("target_pages") == 8; }));
         CHECK(d.reservoir("floor_pages") == 2);
+        CHECK(d.status().daemon.at("refill_rate") == std::to_string(std::uint64_t{1} << 30));
         CHECK(d.reservoir("leases_out") == 1);
         CHECK(c.status().daemon.at("leases") == "1"); // the connection and its lease stayed
         d.write_config("[reservoir]\nnode = 0\npage = 2M\ntarget = many\n");
@@ -328,7 +329,7 @@ TEST_SUITE("daemon")
         REQUIRE(wait_until([&] { return hugezero::test::metric(d.metrics(), "hugezerod_reloads_failed_total") == 1; }));
         CHECK(d.reservoir("target_pages") == 8);
         CHECK(d.log().find("reload refused, the old configuration stays: " + d.config_path() + ":9: target: \"many\"") != std::string::npos);
-        d.write_config("[reservoir]\nnode = 0\npage = 1G\ntarget = 1G\n");
+        d.write_config("[reservoir]\nnode = 0\npage = 2M\ntarget = 16M\nchunk = 4M\n");
         d.send(SIGHUP);
         REQUIRE(wait_until([&] { return hugezero::test::metric(d.metrics(), "hugezerod_reloads_failed_total") == 2; }));
         CHECK(d.log().find("needs a restart") != std::string::npos);
@@ -382,6 +383,23 @@ TEST_SUITE("daemon")
         daemon.send(SIGTERM);
         CHECK(daemon.wait(60s).exit_code == 0);
         CHECK(std::filesystem::exists(activated)); // systemd's socket: not the daemon's to remove
+    }
+
+    TEST_CASE("a daemon that cannot start says why, exits 1 and leaves no socket file behind")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        hugezero::test::temp_dir dir;
+        const auto config = (dir.path() / "c.conf").string();
+        std::ofstream(config) << "[daemon]\nsocket = " << (dir.path() / "s.sock").string() << "\nmetrics = unix:"
+                              << (dir.path() / "m.sock").string() << "\n[reservoir]\nnode = 0\npage = 2M\ntarget = 8M\n"
+                              << "cgroup = " << (dir.path() / "no-such-cgroup").string() << "\n";
+        const auto r = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", config});
+        CHECK(r.exit_code == 1);
+        CHECK_MESSAGE(r.err.find("no-such-cgroup") != std::string::npos, r.err);
+        CHECK_FALSE(std::filesystem::exists(dir.path() / "s.sock"));
+        CHECK_FALSE(std::filesystem::exists(dir.path() / "m.sock"));
     }
 
     TEST_CASE("hugezero-run runs the command on the lease, and says clearly when no lease can be had")

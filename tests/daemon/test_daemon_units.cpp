@@ -87,6 +87,7 @@ TEST_SUITE("daemon")
         CHECK(config_error_of("[pool]\nbatch = 0\n") == "test.conf:2: batch: \"0\": must be at least one page");
         CHECK(config_error_of("[pool]\nnonsense\n") == "test.conf:2: expected key = value, got \"nonsense\"");
         CHECK(config_error_of("[daemon\n") == "test.conf:1: a section header is [daemon], [pool] or [reservoir]");
+        CHECK(config_error_of("[daemon]\n[pool]\n[daemon]\n") == "test.conf:3: a second [daemon] section (only [reservoir] repeats)");
     }
 
     TEST_CASE("a configuration that does not fit the machine names the reservoir's line")
@@ -121,6 +122,9 @@ TEST_SUITE("daemon")
         CHECK(missing.err.find("none: cannot read it: No such file or directory") != std::string::npos);
         const auto unknown = hugezero::test::run_process({HUGEZERO_DAEMON, "--no-such-option"});
         CHECK(unknown.exit_code == 2);
+        const auto flag = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", good, "--metrics", "bogus", "--check"});
+        CHECK(flag.exit_code == 2);
+        CHECK(flag.err.find("--metrics: \"bogus\": expected unix:/PATH, tcp:127.0.0.1:PORT or off") != std::string::npos);
         const auto help = hugezero::test::run_process({HUGEZERO_DAEMON, "--help"});
         CHECK(help.exit_code == 0);
         CHECK(help.out.find("--check") != std::string::npos);

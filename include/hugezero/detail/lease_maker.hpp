@@ -56,6 +56,8 @@ public:
     /// The lease, or why there is none; on failure nothing is kept.
     acquire_result make()
     {
+        if (auto refused = refuse_early_if_too_cold())
+            return std::move(*refused);
         const bool short_of_pages = take_file();
         const cold_hold hold(*this, short_of_pages);
         ready_ = file_.pages;
@@ -137,6 +139,25 @@ private:
         --slot(*g).cold_allocations;
         if (e_.options.quiet_after_lease > std::chrono::nanoseconds::zero()) // counted from now
             e_.state->quiet.extend(deadline_after(e_.options.quiet_after_lease));
+    }
+
+    // The ready files leave more pages missing than the caller allows cold: refuse before the
+    // pool goes quiet and its files being filled are closed (take_file()). A caller that asks
+    // again until a lease is warm (a daemon's warm-only probe, a retrying launcher) must not
+    // keep the refill from making the file it waits for.
+    std::optional<acquire_result> refuse_early_if_too_cold() const
+    {
+        if (!max_cold_)
+            return std::nullopt;
+        std::uint64_t best = 0;
+        {
+            const auto g = e_.state->core.observe();
+            best = g->slots.at(which_).files.best_for(pages_);
+        }
+        const std::uint64_t missing = pages_ - std::min(best, pages_);
+        if (missing <= *max_cold_)
+            return std::nullopt;
+        return acquire_failure(EAGAIN, cannot_lease(bytes_, which_) + too_cold_reason(best, missing, *max_cold_));
     }
 
     // The caller allows fewer cold pages than the @p missing ones: refuse before allocating.
