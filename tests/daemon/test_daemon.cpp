@@ -105,6 +105,64 @@ TEST_SUITE("daemon")
         CHECK(d.stop().exit_code == 0);
     }
 
+    TEST_CASE("a lease its client left while another process still maps it is deferred, then recycled when that process ends")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d("[pool]\nquiet_after_lease = 60min\nretry_period = 20ms\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n");
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        int go[2];
+        REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+        pid_t vmm = -1;
+        {
+            hugezerod::client c(d.socket());
+            auto g = c.acquire(two_mib(4 * mib, 0));
+            vmm = ::fork(); // the VMM the client passed the lease to: it maps it, and runs until told
+            if (vmm == 0) {
+                ::close(c.fd()); // the VMM has the lease, not the connection
+                void* map = ::mmap(nullptr, 4 * mib, PROT_READ | PROT_WRITE, MAP_SHARED, g.fd.get(), 0);
+                ::close(go[1]);
+                char byte = 0;
+                (void)!::read(go[0], &byte, 1);
+                ::_exit(map == MAP_FAILED ? 1 : 0);
+            }
+            REQUIRE(vmm > 0);
+        } // the client leaves: its connection and its copy of the fd close
+        ::close(go[0]);
+        REQUIRE_MESSAGE(wait_until([&] { return d.reservoir("waiting_pages") == 2; }), d.log() << d.metrics());
+        CHECK(d.reservoir("recycled_leases") == 0);
+        CHECK(hugezero::test::metric(d.metrics(), "hugezerod_recycles_total{status=\"deferred\"}") == 1);
+        ::close(go[1]); // the VMM ends
+        int status = 0;
+        ::waitpid(vmm, &status, 0);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+        CHECK(wait_until([&] { return d.reservoir("waiting_pages") == 0 && d.reservoir("recycled_leases") == 1; }));
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("hugezerod status prints the reservoirs, as text and as JSON")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        const auto text = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket()});
+        CHECK(text.exit_code == 0);
+        CHECK_MESSAGE(text.out.find(": filled, 1 clients, 0 leases, pre-zeroing ") != std::string::npos, text.out);
+        CHECK_MESSAGE(text.out.find("  node0 2048kB: 32/32 pages (100%), at_target, 0 leases out") != std::string::npos, text.out);
+        const auto json = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket(), "--json", "--wait"});
+        CHECK(json.exit_code == 0);
+        CHECK_MESSAGE(json.out.find("\"target_pages\": 32") != std::string::npos, json.out);
+        CHECK(json.out.find("\"filled\": 1") != std::string::npos);
+        const auto none = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", (d.dir() / "none").string()});
+        CHECK(none.exit_code == 1);
+        CHECK(none.err.find("none: cannot connect") != std::string::npos);
+        CHECK(d.stop().exit_code == 0);
+    }
+
     TEST_CASE("the metrics agree with the pool's statistics and with what the clients did")
     {
         real_pages pages;
@@ -382,6 +440,14 @@ TEST_SUITE("daemon")
         CHECK(c.status().reservoirs.at(0).at("target_pages") == "32");
         daemon.send(SIGTERM);
         CHECK(daemon.wait(60s).exit_code == 0);
+        bool stopping = false; // sent before it ended: queued on the socket now
+        for (char buffer[4096]; !stopping;) {
+            const ssize_t n = ::recv(notify.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+            if (n <= 0)
+                break;
+            stopping = std::string(buffer, static_cast<std::size_t>(n)).find("STOPPING=1") != std::string::npos;
+        }
+        CHECK(stopping);
         CHECK(std::filesystem::exists(activated)); // systemd's socket: not the daemon's to remove
     }
 
@@ -400,6 +466,37 @@ TEST_SUITE("daemon")
         CHECK_MESSAGE(r.err.find("no-such-cgroup") != std::string::npos, r.err);
         CHECK_FALSE(std::filesystem::exists(dir.path() / "s.sock"));
         CHECK_FALSE(std::filesystem::exists(dir.path() / "m.sock"));
+    }
+
+    TEST_CASE("with ready = listening, READY=1 comes before the reservoir is filled, its level in STATUS=")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        hugezero::test::temp_dir notify_dir;
+        const std::string notify_path = (notify_dir.path() / "notify").string();
+        hugezero_tools::owned_fd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        const sockaddr_un a = hugezerod::unix_address(notify_path);
+        REQUIRE(::bind(notify.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+        // 64 MiB at 8 MiB/s: eight seconds to fill, READY=1 at once.
+        daemon_process d("[pool]\nrefill_rate = 8M\nbatch = 2M\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n",
+                         {"NOTIFY_SOCKET=" + notify_path}, "ready = listening\n");
+        std::string ready;
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (ready.empty() && std::chrono::steady_clock::now() < deadline) {
+            pollfd p{notify.get(), POLLIN, 0};
+            char buffer[4096];
+            if (::poll(&p, 1, 1000) == 1)
+                if (const ssize_t n = ::recv(notify.get(), buffer, sizeof buffer, 0); n > 0)
+                    if (std::string m(buffer, static_cast<std::size_t>(n)); m.find("READY=1") != std::string::npos)
+                        ready = m;
+        }
+        REQUIRE_FALSE(ready.empty());
+        CHECK_MESSAGE(ready.find("STATUS=node0/2MiB ") != std::string::npos, ready);
+        CHECK_MESSAGE(ready.find("/32 pages, ") != std::string::npos, ready);
+        CHECK_MESSAGE(ready.find("32/32 pages") == std::string::npos, ready); // not filled yet
+        CHECK(d.status().daemon.at("filled") == "0");
+        CHECK(d.stop().exit_code == 0);
     }
 
     TEST_CASE("hugezero-run runs the command on the lease, and says clearly when no lease can be had")
