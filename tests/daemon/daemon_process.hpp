@@ -3,6 +3,7 @@
 #ifndef HUGEZERO_TESTS_DAEMON_DAEMON_PROCESS_HPP
 #define HUGEZERO_TESTS_DAEMON_DAEMON_PROCESS_HPP
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -148,22 +149,40 @@ public:
     /// A number of its first reservoir's status line.
     [[nodiscard]] std::uint64_t reservoir(const std::string& key) const { return std::stoull(status().reservoirs.at(0).at(key)); }
 
-    /// Its open fds with only the asking connection open, no job running (a recycle looks
-    /// through /proc) and the reservoir at its target
-    /// (fds= of such a status), or "none" if that did not happen within 60 s.
-    [[nodiscard]] std::string fds_settled() const
+    /// Whether it is at rest: only the asking connection open, no job running (a recycle
+    /// looks through /proc), the reservoir at its target and nothing out or waiting; then
+    /// @p fds is its open fds (fds= of that status).
+    [[nodiscard]] bool at_rest(std::uint64_t& fds) const
     {
-        std::string fds = "none";
-        const bool settled = wait_until(
-            [&] {
-                const auto s = status();
-                const auto& r = s.reservoirs.at(0);
-                fds = s.daemon.at("fds");
-                return s.daemon.at("clients") == "1" && s.daemon.at("jobs") == "0" && r.at("ready_pages") == r.at("target_pages") && r.at("filling_pages") == "0"
-                       && r.at("scrubbing_pages") == "0" && r.at("waiting_pages") == "0" && r.at("leases_out") == "0";
-            },
-            std::chrono::seconds(60));
-        return settled ? fds : "none";
+        const auto s = status();
+        const auto& r = s.reservoirs.at(0);
+        fds = std::stoull(s.daemon.at("fds"));
+        return s.daemon.at("clients") == "1" && s.daemon.at("jobs") == "0" && r.at("ready_pages") == r.at("target_pages")
+               && r.at("filling_pages") == "0" && r.at("scrubbing_pages") == "0" && r.at("waiting_pages") == "0"
+               && r.at("leases_out") == "0";
+    }
+
+    /// Its open fds at rest: the fewest of five statuses at rest (a pool thread may hold one
+    /// for a moment, reading a counter), or 0 if it did not come to rest within 60 s.
+    [[nodiscard]] std::uint64_t fds_at_rest() const
+    {
+        std::uint64_t fewest = ~std::uint64_t{0};
+        for (int i = 0; i < 5; ++i) {
+            std::uint64_t fds = 0;
+            if (!wait_until([&] { return at_rest(fds); }, std::chrono::seconds(60)))
+                return 0;
+            fewest = std::min(fewest, fds);
+        }
+        return fewest;
+    }
+
+    /// Whether it comes to rest with at most @p fds open fds within 60 s (a leak never does).
+    [[nodiscard]] bool fds_back_to(std::uint64_t fds) const
+    {
+        return wait_until([&] {
+            std::uint64_t now = 0;
+            return at_rest(now) && now <= fds;
+        }, std::chrono::seconds(60));
     }
 
     /// What its fds are, one per line (for a message when the count is off).
