@@ -97,9 +97,6 @@ public:
         shut_down();
     }
 
-    /// The pool (tests, the status reply).
-    [[nodiscard]] const hugezero::pool& pool() const noexcept { return *pool_; }
-
 private:
     static constexpr std::uint64_t token_listener = 1, token_metrics = 2, token_signals = 3, token_jobs = 4, token_timer = 5;
     static constexpr std::uint64_t first_connection = 16;

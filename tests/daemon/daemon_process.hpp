@@ -11,10 +11,15 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include "hugezerod/client.hpp"
 #include "hugezerod/sockets.hpp"
@@ -63,16 +68,54 @@ inline std::optional<double> metric(const std::string& text, const std::string& 
     return std::nullopt;
 }
 
-/// Entries in /proc/<pid>/fd, or -1.
-inline int open_fds(pid_t pid)
-{
-    std::error_code e;
-    int n = 0;
-    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", e);
-         !e && it != std::filesystem::directory_iterator(); it.increment(e))
-        ++n;
-    return e ? -1 : n;
-}
+/// A socket standing in for systemd's NOTIFY_SOCKET: it keeps what the daemon sends.
+class notify_socket {
+public:
+    notify_socket() : fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)), path_((dir_.path() / "notify").string())
+    {
+        const sockaddr_un a = hugezerod::unix_address(path_);
+        if (!fd_ || ::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
+            throw std::runtime_error("cannot bind the notify socket " + path_);
+    }
+
+    /// The daemon's environment entry.
+    [[nodiscard]] std::string env() const { return "NOTIFY_SOCKET=" + path_; }
+
+    /// Waits up to @p timeout (0: takes only what is queued) for a message holding @p needle;
+    /// returns it, or empty. Every message received is kept (all()).
+    std::string wait_for(std::string_view needle, std::chrono::milliseconds timeout)
+    {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            pollfd p{fd_.get(), POLLIN, 0};
+            if (::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0))) != 1)
+                return {};
+            char buffer[4096];
+            const ssize_t n = ::recv(fd_.get(), buffer, sizeof buffer, 0);
+            if (n <= 0)
+                continue;
+            messages_.emplace_back(buffer, static_cast<std::size_t>(n));
+            if (messages_.back().find(needle) != std::string::npos)
+                return messages_.back();
+        }
+    }
+
+    /// Every message received, each followed by '|'.
+    [[nodiscard]] std::string all() const
+    {
+        std::string out;
+        for (const auto& m : messages_)
+            out += m + "|";
+        return out;
+    }
+
+private:
+    temp_dir dir_;
+    hugezero_tools::owned_fd fd_;
+    std::string path_;
+    std::vector<std::string> messages_;
+};
 
 /// A hugezerod serving the configuration written to dir()/hugezerod.conf.
 class daemon_process {
@@ -110,7 +153,7 @@ public:
             std::vector<std::string>{"/bin/sh", "-c", "exec \"$0\" --config \"$1\" 2>>\"$2\"", HUGEZERO_DAEMON, config_path(),
                                      (dir_.path() / "hugezerod.log").string()},
             env);
-        started_ = wait_until([&] {
+        (void)wait_until([&] {
             try {
                 hugezerod::client c(socket());
                 (void)c.status();
@@ -210,7 +253,6 @@ public:
 private:
     temp_dir dir_;
     std::unique_ptr<child_process> process_;
-    bool started_ = false;
 };
 
 } // namespace hugezero::test

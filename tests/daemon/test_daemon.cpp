@@ -402,11 +402,7 @@ TEST_SUITE("daemon")
         real_pages pages;
         if (!pages.ok)
             return;
-        hugezero::test::temp_dir notify_dir;
-        const std::string notify_path = (notify_dir.path() / "notify").string();
-        hugezero_tools::owned_fd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-        const sockaddr_un a = hugezerod::unix_address(notify_path);
-        REQUIRE(::bind(notify.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+        hugezero::test::notify_socket notify;
         // The listening socket, made here as systemd would, at fd 3 in the daemon.
         hugezero::test::temp_dir socket_dir;
         ::chmod(socket_dir.path().c_str(), 0755);
@@ -419,37 +415,17 @@ TEST_SUITE("daemon")
         const std::string config = (dir.path() / "c.conf").string();
         std::ofstream(config) << "[daemon]\nsocket = " << (dir.path() / "unused.sock").string() << "\n" << small_reservoir;
         hugezero::test::child_process daemon({"/bin/sh", "-c", script, HUGEZERO_DAEMON, config, (dir.path() / "log").string()},
-                                             {"NOTIFY_SOCKET=" + notify_path});
+                                             {notify.env()});
         listener.reset();
-        std::vector<std::string> messages;
-        const auto deadline = std::chrono::steady_clock::now() + 30s;
-        while (std::chrono::steady_clock::now() < deadline
-               && std::none_of(messages.begin(), messages.end(), [](const std::string& m) { return m.find("READY=1") != std::string::npos; })) {
-            pollfd p{notify.get(), POLLIN, 0};
-            if (::poll(&p, 1, 1000) == 1) {
-                char buffer[4096];
-                const ssize_t n = ::recv(notify.get(), buffer, sizeof buffer, 0);
-                if (n > 0)
-                    messages.emplace_back(buffer, static_cast<std::size_t>(n));
-            }
-        }
-        std::string all;
-        for (const auto& m : messages)
-            all += m + "|";
+        (void)notify.wait_for("READY=1", 30s);
+        const std::string all = notify.all();
         CHECK_MESSAGE(all.find("READY=1\nSTATUS=node0/2MiB 32/32 pages, at target; 0 clients, 0 leases") != std::string::npos, all);
         CHECK_MESSAGE(!std::filesystem::exists(dir.path() / "unused.sock"), "it made a socket of its own");
         hugezerod::client c(activated);
         CHECK(c.status().reservoirs.at(0).at("target_pages") == "32");
         daemon.send(SIGTERM);
         CHECK(daemon.wait(60s).exit_code == 0);
-        bool stopping = false; // sent before it ended: queued on the socket now
-        for (char buffer[4096]; !stopping;) {
-            const ssize_t n = ::recv(notify.get(), buffer, sizeof buffer, MSG_DONTWAIT);
-            if (n <= 0)
-                break;
-            stopping = std::string(buffer, static_cast<std::size_t>(n)).find("STOPPING=1") != std::string::npos;
-        }
-        CHECK(stopping);
+        CHECK_FALSE(notify.wait_for("STOPPING=1", 0ms).empty()); // sent before it ended: queued now
         CHECK(std::filesystem::exists(activated)); // systemd's socket: not the daemon's to remove
     }
 
@@ -475,24 +451,11 @@ TEST_SUITE("daemon")
         real_pages pages;
         if (!pages.ok)
             return;
-        hugezero::test::temp_dir notify_dir;
-        const std::string notify_path = (notify_dir.path() / "notify").string();
-        hugezero_tools::owned_fd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-        const sockaddr_un a = hugezerod::unix_address(notify_path);
-        REQUIRE(::bind(notify.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+        hugezero::test::notify_socket notify;
         // 64 MiB at 8 MiB/s: eight seconds to fill, READY=1 at once.
         daemon_process d("[pool]\nrefill_rate = 8M\nbatch = 2M\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n",
-                         {"NOTIFY_SOCKET=" + notify_path}, "ready = listening\n");
-        std::string ready;
-        const auto deadline = std::chrono::steady_clock::now() + 30s;
-        while (ready.empty() && std::chrono::steady_clock::now() < deadline) {
-            pollfd p{notify.get(), POLLIN, 0};
-            char buffer[4096];
-            if (::poll(&p, 1, 1000) == 1)
-                if (const ssize_t n = ::recv(notify.get(), buffer, sizeof buffer, 0); n > 0)
-                    if (std::string m(buffer, static_cast<std::size_t>(n)); m.find("READY=1") != std::string::npos)
-                        ready = m;
-        }
+                         {notify.env()}, "ready = listening\n");
+        const std::string ready = notify.wait_for("READY=1", 30s);
         REQUIRE_FALSE(ready.empty());
         CHECK_MESSAGE(ready.find("STATUS=node0/2MiB ") != std::string::npos, ready);
         CHECK_MESSAGE(ready.find("/32 pages, ") != std::string::npos, ready);
