@@ -13,6 +13,24 @@
 
 namespace hugezero::test {
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool sanitized_build = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool sanitized_build = true;
+#else
+inline constexpr bool sanitized_build = false;
+#endif
+#else
+inline constexpr bool sanitized_build = false;
+#endif
+
+// How late a woken thread may run on these shared two-core machines, on top of the work a
+// promptness bound allows for. Sanitizers slow every lock and wake-up several times (a TSan run
+// once took 81 ms where 60 were allowed), so their builds get a wider margin. A bound built with
+// it must still be well below the time the work would take if it were not interrupted.
+inline constexpr std::chrono::milliseconds scheduling_slack{sanitized_build ? 100 : 10};
+
 // Runs @p body in a new thread, waits for it, and returns its result (or rethrows its exception
 // here, where doctest can report it). Whatever the body changes about its thread dies with it.
 template <class Body>
