@@ -7,8 +7,10 @@
 //
 // The connection to the daemon is inherited too (as --hold-fd, default --fd + 1): the
 // lease follows the command's process, and goes back to the daemon (to be recycled once
-// nothing maps it) when it exits. Exit status: the command's; 1 when no lease can be had
-// (the message says why); 2 for a bad command line.
+// nothing maps it) when it exits. The connection said hold first, so the command cannot use
+// it, and the launcher's credentials, to ask for more (--full-connection keeps it a protocol
+// connection, for a command that speaks to the daemon itself). Exit status: the command's;
+// 1 when no lease can be had (the message says why); 2 for a bad command line.
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -63,6 +65,7 @@ int main(int argc, char** argv)
     bool allow_cold = false;
     std::optional<std::uint64_t> max_cold;
     bool quiet = false;
+    bool full_connection = false;
     std::string timeout_text = "2min";
     std::vector<std::string> command;
     app.add_option("--socket", socket, "the daemon's socket")->capture_default_str();
@@ -75,6 +78,8 @@ int main(int argc, char** argv)
     app.add_option("--fd", lease_fd, "the fd number the command inherits the lease as")->capture_default_str()->check(CLI::Range(3, 1 << 20));
     app.add_option("--hold-fd", hold_fd, "the fd number the command inherits the daemon connection as (default: --fd + 1)")
         ->check(CLI::Range(3, 1 << 20));
+    app.add_flag("--full-connection", full_connection,
+                 "hand the command a connection that may still acquire and release (default: it only holds the lease)");
     app.add_flag("-q,--quiet", quiet, "say nothing about the lease");
     app.add_option("--timeout", timeout_text, "give up when the daemon has not answered within this long (a cold lease takes time)")
         ->capture_default_str();
@@ -112,6 +117,8 @@ int main(int argc, char** argv)
             std::cerr << "hugezero-run: lease " << info.id << ": " << info.pages << " pages of " << info.page_kib << "kB on node "
                       << info.node << ", " << info.cold << " of them cold" << (info.cold > 0 ? " (allocated and zeroed just now)" : "")
                       << (info.path.empty() ? "" : ", " + info.path) << '\n';
+        if (!full_connection)
+            (void)c.hold();
         const int connection = hold_fd.value_or(lease_fd + 1);
         // Both out of the way first: either target may be the other's number now. The copies
         // out of the way close at exec (FD_CLOEXEC), the placed ones stay.

@@ -1,4 +1,4 @@
-// A client of hugezerod: connect, acquire (the lease's fd), release, status. hugezero-run,
+// A client of hugezerod: connect, acquire (the lease's fd), release, status, hold. hugezero-run,
 // `hugezerod status`, the tests and bench_daemon use it; docs/daemon.md shows the same
 // exchange in C for VMMs that do not include hugezero.
 #ifndef HUGEZERO_EXAMPLES_HUGEZEROD_CLIENT_HPP
@@ -78,6 +78,14 @@ public:
     protocol::status_reply status()
     {
         return expect<protocol::status_reply>(round_trip(protocol::format(protocol::status_request{}), nullptr));
+    }
+
+    /// Makes this connection hold-only before it is handed on (to a VMM): it keeps its leases
+    /// until it closes, and the daemon refuses every later request on it. Returns how many
+    /// leases it holds.
+    std::uint64_t hold()
+    {
+        return expect<protocol::held_reply>(round_trip(protocol::format(protocol::hold_request{}), nullptr)).leases;
     }
 
     /// Sends @p text as it is (tests send malformed requests) and returns the reply's packet.

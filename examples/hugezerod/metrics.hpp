@@ -26,6 +26,7 @@ struct daemon_counters {
     std::uint64_t leases_held = 0;          ///< Leases out to clients now.
     std::uint64_t leases_granted = 0;       ///< Leases handed out, ever.
     std::uint64_t acquires_refused = 0;     ///< Acquires answered with an error.
+    std::uint64_t held_requests_refused = 0; ///< Requests on a connection that said hold (EPERM).
     std::uint64_t leases_taken_back = 0;    ///< Leases given back or left by a closed connection.
     std::uint64_t leases_undelivered = 0;   ///< Leases made for a client that left (or could not take it) first.
     std::uint64_t open_fds = 0;             ///< The daemon's open fds.
@@ -142,6 +143,8 @@ inline std::string metrics_text(const std::vector<hugezero::reservoir_statistics
     daemon("hugezerod_leases_held", "gauge", "Leases held by connected clients.", d.leases_held);
     daemon("hugezerod_leases_granted_total", "counter", "Leases handed to clients.", d.leases_granted);
     daemon("hugezerod_acquires_refused_total", "counter", "Acquires answered with an error.", d.acquires_refused);
+    daemon("hugezerod_held_requests_refused_total", "counter", "Requests refused because their connection said hold.",
+           d.held_requests_refused);
     daemon("hugezerod_leases_taken_back_total", "counter", "Leases given back or left by a closed connection.",
            d.leases_taken_back);
     {

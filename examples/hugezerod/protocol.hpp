@@ -4,6 +4,7 @@
 //   hugezero/1 acquire node=0 page=2M bytes=8589934592 name=vm-7 max_cold=0
 //   hugezero/1 release lease=3
 //   hugezero/1 status
+//   hugezero/1 hold
 //
 // answered by
 //
@@ -11,6 +12,7 @@
 //   (with the lease's fd in SCM_RIGHTS; path only for a named reservoir)
 //   hugezero/1 released lease=3 status=recycled
 //   hugezero/1 status clients=1 leases=1 ... then one line per reservoir
+//   hugezero/1 held leases=1
 //   hugezero/1 error ENOSPC <a sentence>
 //
 // Parsing is pure (no I/O) so that tests and the fuzzer call it directly. Everything a peer
@@ -59,9 +61,13 @@ struct release_request {
 };
 /// Asks for the daemon's status.
 struct status_request {};
+/// Makes the connection hold-only, for good: it keeps its leases until it closes, and every
+/// later request on it is refused (EPERM). For a connection handed on to a VMM, which then
+/// cannot use the credentials of whoever connected.
+struct hold_request {};
 
 /// Any request.
-using request = std::variant<acquire_request, release_request, status_request>;
+using request = std::variant<acquire_request, release_request, status_request, hold_request>;
 
 /// Why a message could not be parsed: an errno name for the reply and a sentence.
 struct parse_error {
@@ -246,7 +252,7 @@ inline std::variant<request, parse_error> parse_request(std::string_view text)
         return parse_error{EPROTO, "a request starts with " + std::string(version)};
     }
     if (list->size() < 2)
-        return parse_error{EBADMSG, "a request needs a verb: acquire, release or status"};
+        return parse_error{EBADMSG, "a request needs a verb: acquire, release, status or hold"};
     const std::string_view verb = (*list)[1];
     if (verb == "acquire") {
         auto f = fields(*list, 2, {"node", "page", "bytes", "name", "max_cold"});
@@ -271,7 +277,12 @@ inline std::variant<request, parse_error> parse_request(std::string_view text)
             return parse_error{EINVAL, "status takes no arguments"};
         return request{status_request{}};
     }
-    return parse_error{EINVAL, "unknown verb \"" + std::string(verb.substr(0, 32)) + "\" (acquire, release or status)"};
+    if (verb == "hold") {
+        if (list->size() != 2)
+            return parse_error{EINVAL, "hold takes no arguments"};
+        return request{hold_request{}};
+    }
+    return parse_error{EINVAL, "unknown verb \"" + std::string(verb.substr(0, 32)) + "\" (acquire, release, status or hold)"};
 }
 
 /// The text of @p r, as parse_request() reads it.
@@ -287,8 +298,10 @@ inline std::string format(const request& r)
             out += " max_cold=" + std::to_string(*a->max_cold_pages);
     } else if (const auto* g = std::get_if<release_request>(&r)) {
         out += " release lease=" + std::to_string(g->lease);
-    } else {
+    } else if (std::holds_alternative<status_request>(r)) {
         out += " status";
+    } else {
+        out += " hold";
     }
     return out;
 }
@@ -314,13 +327,17 @@ struct status_reply {
     std::map<std::string, std::string> daemon;
     std::vector<std::map<std::string, std::string>> reservoirs;
 };
+/// The connection is hold-only now, with this many leases.
+struct held_reply {
+    std::uint64_t leases = 0;
+};
 /// A refusal.
 struct error_reply {
     int code = EIO;
     std::string message;
 };
 /// Any reply.
-using reply = std::variant<lease_reply, released_reply, status_reply, error_reply>;
+using reply = std::variant<lease_reply, released_reply, status_reply, held_reply, error_reply>;
 
 /// `key=value` words into a map (values may not hold spaces). Empty if any word is not one.
 inline std::optional<std::map<std::string, std::string>> word_map(std::string_view line, std::size_t skip)
@@ -385,6 +402,8 @@ inline reply parse_reply(std::string_view text)
     }
     if (kind == "released")
         return released_reply{number("lease"), map->count("status") != 0 ? map->at("status") : std::string()};
+    if (kind == "held")
+        return held_reply{number("leases")};
     if (kind == "status") {
         status_reply r{*map, {}};
         std::string_view rest = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);

@@ -108,6 +108,7 @@ private:
         hugezerod::peer peer;
         std::map<std::uint64_t, std::shared_ptr<hugezero::lease>> leases;
         std::map<std::uint64_t, std::shared_ptr<std::stop_source>> pending; // cold acquires in flight
+        bool hold_only = false; // said hold: it keeps its leases, every later request is refused
     };
     struct lingering {
         hugezero_tools::owned_fd socket;
@@ -237,15 +238,25 @@ private:
         if (const auto* e = std::get_if<protocol::parse_error>(&parsed))
             return refuse(e->code, e->message);
         auto& r = std::get<protocol::request>(parsed);
-        if (auto* a = std::get_if<protocol::acquire_request>(&r)) {
+        if (c.hold_only) {
+            // Not malformed: the connection stays, so its leases do.
+            ++counters_.held_requests_refused;
+            const std::size_t n = c.leases.size();
+            reply(id, protocol::format_error(EPERM, "this connection said hold: it keeps its " + std::to_string(n)
+                                                        + (n == 1 ? " lease" : " leases") + " until it closes, and may ask nothing more"));
+        } else if (auto* a = std::get_if<protocol::acquire_request>(&r)) {
             ++counters_.requests["acquire"];
             acquire(id, c, std::move(*a));
         } else if (const auto* g = std::get_if<protocol::release_request>(&r)) {
             ++counters_.requests["release"];
             release(id, c, g->lease);
-        } else {
+        } else if (std::holds_alternative<protocol::status_request>(r)) {
             ++counters_.requests["status"];
             reply(id, status_text());
+        } else {
+            ++counters_.requests["hold"];
+            c.hold_only = true;
+            reply(id, std::string(protocol::version) + " held leases=" + std::to_string(c.leases.size()));
         }
         return true;
     }

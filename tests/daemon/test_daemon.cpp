@@ -494,4 +494,50 @@ TEST_SUITE("daemon")
         CHECK(bad.exit_code == 2);
         CHECK(d.stop().exit_code == 0);
     }
+
+    TEST_CASE("a connection that said hold keeps its lease and may ask nothing more: hugezero-run hands the command one")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        {
+            hugezerod::client c(d.socket());
+            const auto g = c.acquire(two_mib(4 * mib, 0));
+            CHECK(c.hold() == 1);
+            const auto refused = [&](auto&& request) {
+                try {
+                    request();
+                } catch (const hugezerod::client_error& e) {
+                    CHECK(e.code() == EPERM);
+                    CHECK(std::string(e.what()) == "hugezerod: this connection said hold: it keeps its 1 lease until it closes, and may ask nothing more");
+                    return true;
+                }
+                return false;
+            };
+            CHECK(refused([&] { (void)c.acquire(two_mib(2 * mib, 0)); }));
+            CHECK(refused([&] { (void)c.release(g.info.id); }));
+            CHECK(refused([&] { (void)c.status(); }));
+            CHECK(refused([&] { (void)c.hold(); }));
+            // Refused, not closed: the lease is still this connection's.
+            CHECK(d.status().daemon.at("leases") == "1");
+            CHECK(hugezero::test::metric(d.metrics(), "hugezerod_held_requests_refused_total") == 4);
+            CHECK(hugezero::test::metric(d.metrics(), "hugezerod_requests_total{verb=\"hold\"}") == 1);
+        }
+        REQUIRE(wait_until([&] { return d.status().daemon.at("leases") == "0"; }));
+        // The command asks for a lease on the connection it inherited (fd 9): refused unless the
+        // launcher was told to hand on a full connection. dd reads the reply packet whole.
+        const std::string ask = "printf 'hugezero/1 acquire node=0 page=2M bytes=2097152' >&9; dd bs=4096 count=1 <&9 2>/dev/null";
+        const auto held = hugezero::test::run_process({HUGEZERO_RUN, "--socket", d.socket(), "--size", "2M", "--hold-fd", "9", "-q", "--",
+                                                       "/bin/sh", "-c", ask});
+        CHECK_MESSAGE(held.exit_code == 0, held.err);
+        CHECK(held.out == "hugezero/1 error EPERM this connection said hold: it keeps its 1 lease until it closes, and may ask nothing more");
+        const auto full = hugezero::test::run_process({HUGEZERO_RUN, "--socket", d.socket(), "--size", "2M", "--hold-fd", "9", "-q",
+                                                       "--full-connection", "--", "/bin/sh", "-c", ask});
+        CHECK_MESSAGE(full.exit_code == 0, full.err);
+        CHECK_MESSAGE(full.out.rfind("hugezero/1 lease id=", 0) == 0, full.out);
+        REQUIRE(wait_until([&] { return d.status().daemon.at("leases") == "0"; }));
+        CHECK(d.stop().exit_code == 0);
+    }
 }

@@ -145,6 +145,11 @@ TEST_SUITE("daemon")
         CHECK(std::holds_alternative<protocol::request>(protocol::parse_request("hugezero/1 status\n")));
         const auto g = protocol::parse_request("hugezero/1 release lease=42");
         CHECK(std::get<protocol::release_request>(std::get<protocol::request>(g)).lease == 42);
+        const auto h = protocol::parse_request("hugezero/1 hold");
+        REQUIRE(std::holds_alternative<protocol::request>(h));
+        CHECK(std::holds_alternative<protocol::hold_request>(std::get<protocol::request>(h)));
+        CHECK(protocol::format(protocol::hold_request{}) == "hugezero/1 hold");
+        CHECK(protocol::format(protocol::status_request{}) == "hugezero/1 status");
     }
 
     TEST_CASE("malformed requests are refused with their errno and a sentence")
@@ -157,7 +162,7 @@ TEST_SUITE("daemon")
         CHECK(request_error_of("hugezero/1  status").code == EBADMSG);
         CHECK(request_error_of("hugezero/1 status ").code == EBADMSG);
         CHECK(request_error_of("hugezero/1").code == EBADMSG);
-        CHECK(request_error_of("hugezero/1 eat").message == "unknown verb \"eat\" (acquire, release or status)");
+        CHECK(request_error_of("hugezero/1 eat").message == "unknown verb \"eat\" (acquire, release, status or hold)");
         CHECK(request_error_of("hugezero/1 acquire node=0 page=2M").message == "acquire needs \"bytes=\"");
         CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=0").message == "\"bytes\" must be at least 1");
         CHECK(request_error_of("hugezero/1 acquire node=0 page=3M bytes=1").message
@@ -171,11 +176,12 @@ TEST_SUITE("daemon")
         CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 name=../etc").code == EINVAL);
         CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 name=hugezero.node0").code == EINVAL);
         CHECK(request_error_of("hugezero/1 status now").message == "status takes no arguments");
+        CHECK(request_error_of("hugezero/1 hold lease=1").message == "hold takes no arguments");
         CHECK(request_error_of("hugezero/1 release").message == "release needs \"lease=\"");
         CHECK(request_error_of("hugezero/1 release lease=x").code == EINVAL);
     }
 
-    TEST_CASE("replies parse: a lease with a path that has spaces, a status, an error")
+    TEST_CASE("replies parse: a lease with a path that has spaces, a status, held, an error")
     {
         const auto l = protocol::parse_reply("hugezero/1 lease id=3 node=0 page_kib=2048 pages=4 cold=1 path=/dev/huge pages/vm 7");
         const auto& lease = std::get<protocol::lease_reply>(l);
@@ -185,6 +191,8 @@ TEST_SUITE("daemon")
         CHECK(lease.path == "/dev/huge pages/vm 7");
         const auto s = protocol::parse_reply("hugezero/1 status clients=1 ready=1\nreservoir node=0 ready_pages=3");
         CHECK(std::get<protocol::status_reply>(s).reservoirs.at(0).at("ready_pages") == "3");
+        CHECK(std::get<protocol::held_reply>(protocol::parse_reply("hugezero/1 held leases=2")).leases == 2);
+        CHECK_THROWS_AS(protocol::parse_reply("hugezero/1 held"), std::runtime_error);
         const auto e = protocol::parse_reply(protocol::format_error(ENOSPC, "no pages on node0"));
         CHECK(std::get<protocol::error_reply>(e).code == ENOSPC);
         CHECK(std::get<protocol::error_reply>(e).message == "no pages on node0");
