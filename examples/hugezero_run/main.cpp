@@ -117,8 +117,16 @@ int main(int argc, char** argv)
             std::cerr << "hugezero-run: lease " << info.id << ": " << info.pages << " pages of " << info.page_kib << "kB on node "
                       << info.node << ", " << info.cold << " of them cold" << (info.cold > 0 ? " (allocated and zeroed just now)" : "")
                       << (info.path.empty() ? "" : ", " + info.path) << '\n';
-        if (!full_connection)
-            (void)c.hold();
+        if (!full_connection) {
+            try {
+                (void)c.hold();
+            } catch (const hugezerod::client_error& e) { // the lease goes back as we exit
+                std::cerr << "hugezero-run: the daemon would not make the connection hold-only: " << e.what()
+                          << (e.code() == EINVAL ? " (a daemon older than hold: --full-connection hands the command a full connection)" : "")
+                          << '\n';
+                return 1;
+            }
+        }
         const int connection = hold_fd.value_or(lease_fd + 1);
         // Both out of the way first: either target may be the other's number now. The copies
         // out of the way close at exec (FD_CLOEXEC), the placed ones stay.

@@ -285,9 +285,18 @@ inline std::variant<request, parse_error> parse_request(std::string_view text)
     return parse_error{EINVAL, "unknown verb \"" + std::string(verb.substr(0, 32)) + "\" (acquire, release, status or hold)"};
 }
 
+/// The verb of @p r (acquire, release, status, hold).
+inline std::string_view verb_of(const request& r)
+{
+    static constexpr std::string_view verbs[] = {"acquire", "release", "status", "hold"}; // in the variant's order
+    static_assert(std::size(verbs) == std::variant_size_v<request>, "a new verb needs its name here");
+    return verbs[r.index()];
+}
+
 /// The text of @p r, as parse_request() reads it.
 inline std::string format(const request& r)
 {
+    static_assert(std::variant_size_v<request> == 4, "a new verb needs its case here");
     std::string out(version);
     if (const auto* a = std::get_if<acquire_request>(&r)) {
         out += " acquire node=" + std::to_string(a->node.value()) + " page=" + std::to_string(a->page.kib())
@@ -300,7 +309,7 @@ inline std::string format(const request& r)
         out += " release lease=" + std::to_string(g->lease);
     } else if (std::holds_alternative<status_request>(r)) {
         out += " status";
-    } else {
+    } else if (std::holds_alternative<hold_request>(r)) {
         out += " hold";
     }
     return out;
@@ -353,6 +362,12 @@ inline std::optional<std::map<std::string, std::string>> word_map(std::string_vi
         out.emplace(std::string((*list)[i].substr(0, equals)), std::string((*list)[i].substr(equals + 1)));
     }
     return out;
+}
+
+/// The held reply's text: the connection is hold-only, with @p leases leases.
+inline std::string format_held(std::uint64_t leases)
+{
+    return std::string(version) + " held leases=" + std::to_string(leases);
 }
 
 /// The error reply's text.

@@ -238,27 +238,34 @@ private:
         if (const auto* e = std::get_if<protocol::parse_error>(&parsed))
             return refuse(e->code, e->message);
         auto& r = std::get<protocol::request>(parsed);
-        if (c.hold_only) {
-            // Not malformed: the connection stays, so its leases do.
-            ++counters_.held_requests_refused;
-            const std::size_t n = c.leases.size();
-            reply(id, protocol::format_error(EPERM, "this connection said hold: it keeps its " + std::to_string(n)
-                                                        + (n == 1 ? " lease" : " leases") + " until it closes, and may ask nothing more"));
-        } else if (auto* a = std::get_if<protocol::acquire_request>(&r)) {
-            ++counters_.requests["acquire"];
+        if (c.hold_only)
+            return refuse_on_held(id, c, r), true;
+        static_assert(std::variant_size_v<protocol::request> == 4, "a new verb needs its case here");
+        ++counters_.requests[std::string(protocol::verb_of(r))];
+        if (auto* a = std::get_if<protocol::acquire_request>(&r)) {
             acquire(id, c, std::move(*a));
         } else if (const auto* g = std::get_if<protocol::release_request>(&r)) {
-            ++counters_.requests["release"];
             release(id, c, g->lease);
         } else if (std::holds_alternative<protocol::status_request>(r)) {
-            ++counters_.requests["status"];
             reply(id, status_text());
-        } else {
-            ++counters_.requests["hold"];
+        } else if (std::holds_alternative<protocol::hold_request>(r)) {
             c.hold_only = true;
-            reply(id, std::string(protocol::version) + " held leases=" + std::to_string(c.leases.size()));
+            reply(id, protocol::format_held(c.leases.size()));
         }
         return true;
+    }
+
+    // A well-formed request on a connection that said hold: refused, and the connection stays
+    // (so do its leases). Counted by verb with the other requests.
+    void refuse_on_held(std::uint64_t id, const connection& c, const protocol::request& r)
+    {
+        ++counters_.requests[std::string(protocol::verb_of(r))];
+        ++counters_.held_requests_refused;
+        if (std::holds_alternative<protocol::acquire_request>(r))
+            ++counters_.acquires_refused;
+        const std::size_t n = c.leases.size();
+        (void)reply(id, protocol::format_error(EPERM, "this connection said hold: it keeps its " + std::to_string(n)
+                                                          + (n == 1 ? " lease" : " leases") + " until it closes, and may ask nothing more"));
     }
 
     // Sends @p text (and @p fd) to client @p id; a client that cannot take it is closed.

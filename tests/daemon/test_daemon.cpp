@@ -522,13 +522,17 @@ TEST_SUITE("daemon")
             CHECK(refused([&] { (void)c.hold(); }));
             // Refused, not closed: the lease is still this connection's.
             CHECK(d.status().daemon.at("leases") == "1");
-            CHECK(hugezero::test::metric(d.metrics(), "hugezerod_held_requests_refused_total") == 4);
-            CHECK(hugezero::test::metric(d.metrics(), "hugezerod_requests_total{verb=\"hold\"}") == 1);
+            const std::string metrics = d.metrics();
+            CHECK(hugezero::test::metric(metrics, "hugezerod_held_requests_refused_total") == 4);
+            CHECK(hugezero::test::metric(metrics, "hugezerod_acquires_refused_total") == 1);
+            CHECK(hugezero::test::metric(metrics, "hugezerod_requests_total{verb=\"hold\"}") == 2); // the one taken, the one refused
+            CHECK(hugezero::test::metric(metrics, "hugezerod_requests_total{verb=\"acquire\"}") == 2);
         }
         REQUIRE(wait_until([&] { return d.status().daemon.at("leases") == "0"; }));
         // The command asks for a lease on the connection it inherited (fd 9): refused unless the
-        // launcher was told to hand on a full connection. dd reads the reply packet whole.
-        const std::string ask = "printf 'hugezero/1 acquire node=0 page=2M bytes=2097152' >&9; dd bs=4096 count=1 <&9 2>/dev/null";
+        // launcher was told to hand on a full connection. printf writes once (one packet), dd reads
+        // the reply packet whole; timeout turns a daemon that never answers into a failure.
+        const std::string ask = "printf 'hugezero/1 acquire node=0 page=2M bytes=2097152' >&9; timeout 10 dd bs=4096 count=1 <&9 2>/dev/null";
         const auto held = hugezero::test::run_process({HUGEZERO_RUN, "--socket", d.socket(), "--size", "2M", "--hold-fd", "9", "-q", "--",
                                                        "/bin/sh", "-c", ask});
         CHECK_MESSAGE(held.exit_code == 0, held.err);

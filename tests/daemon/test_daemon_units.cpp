@@ -150,6 +150,8 @@ TEST_SUITE("daemon")
         CHECK(std::holds_alternative<protocol::hold_request>(std::get<protocol::request>(h)));
         CHECK(protocol::format(protocol::hold_request{}) == "hugezero/1 hold");
         CHECK(protocol::format(protocol::status_request{}) == "hugezero/1 status");
+        CHECK(protocol::verb_of(protocol::hold_request{}) == "hold");
+        CHECK(protocol::verb_of(protocol::release_request{7}) == "release");
     }
 
     TEST_CASE("malformed requests are refused with their errno and a sentence")
@@ -191,7 +193,8 @@ TEST_SUITE("daemon")
         CHECK(lease.path == "/dev/huge pages/vm 7");
         const auto s = protocol::parse_reply("hugezero/1 status clients=1 ready=1\nreservoir node=0 ready_pages=3");
         CHECK(std::get<protocol::status_reply>(s).reservoirs.at(0).at("ready_pages") == "3");
-        CHECK(std::get<protocol::held_reply>(protocol::parse_reply("hugezero/1 held leases=2")).leases == 2);
+        CHECK(std::get<protocol::held_reply>(protocol::parse_reply(protocol::format_held(2))).leases == 2);
+        CHECK(protocol::format_held(2) == "hugezero/1 held leases=2");
         CHECK_THROWS_AS(protocol::parse_reply("hugezero/1 held"), std::runtime_error);
         const auto e = protocol::parse_reply(protocol::format_error(ENOSPC, "no pages on node0"));
         CHECK(std::get<protocol::error_reply>(e).code == ENOSPC);
