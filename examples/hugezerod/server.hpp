@@ -238,10 +238,10 @@ private:
         if (const auto* e = std::get_if<protocol::parse_error>(&parsed))
             return refuse(e->code, e->message);
         auto& r = std::get<protocol::request>(parsed);
+        ++counters_.requests[std::string(protocol::verb_of(r))]; // refused on a held connection or not
         if (c.hold_only)
             return refuse_on_held(id, c, r), true;
         static_assert(std::variant_size_v<protocol::request> == 4, "a new verb needs its case here");
-        ++counters_.requests[std::string(protocol::verb_of(r))];
         if (auto* a = std::get_if<protocol::acquire_request>(&r)) {
             acquire(id, c, std::move(*a));
         } else if (const auto* g = std::get_if<protocol::release_request>(&r)) {
@@ -256,10 +256,9 @@ private:
     }
 
     // A well-formed request on a connection that said hold: refused, and the connection stays
-    // (so do its leases). Counted by verb with the other requests.
+    // (so do its leases).
     void refuse_on_held(std::uint64_t id, const connection& c, const protocol::request& r)
     {
-        ++counters_.requests[std::string(protocol::verb_of(r))];
         ++counters_.held_requests_refused;
         if (std::holds_alternative<protocol::acquire_request>(r))
             ++counters_.acquires_refused;
@@ -447,8 +446,9 @@ private:
     {
         std::ostringstream out;
         out << protocol::version << " status version=" << hugezero::version_string << " clients=" << clients_.size()
-             << " leases=" << counters_.leases_held << " refill_rate=" << config_.pool.refill_bytes_per_second << " jobs=" << jobs_.busy() << " fds=" << open_fds() << " prezero=" << (prezero_ ? "on" : "off") << " ready=" << (ready_sent_ ? 1 : 0)
-            << " filled=" << (all_settled() ? 1 : 0)
+            << " leases=" << counters_.leases_held << " refill_rate=" << config_.pool.refill_bytes_per_second
+            << " jobs=" << jobs_.busy() << " fds=" << open_fds() << " prezero=" << (prezero_ ? "on" : "off")
+            << " ready=" << (ready_sent_ ? 1 : 0) << " filled=" << (all_settled() ? 1 : 0)
             << " uptime_ms=" << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
         for (const auto& s : pool_->statistics())
             out << "\nreservoir node=" << s.which.node.value() << " page_kib=" << s.which.size.kib()
