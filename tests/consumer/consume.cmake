@@ -100,7 +100,7 @@ if(STEP STREQUAL "install")
   file(REMOVE_RECURSE ${prefix})
   run("configure hugezero" ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${hugezero_build} ${toolchain}
       -DCMAKE_INSTALL_PREFIX=${prefix} -DHUGEZERO_BUILD_TESTS=OFF -DHUGEZERO_BUILD_EXAMPLES=OFF
-      -DHUGEZERO_BUILD_BENCHMARKS=OFF -DHUGEZERO_BUILD_DOCS=OFF)
+      -DHUGEZERO_BUILD_TOOLS=OFF -DHUGEZERO_BUILD_BENCHMARKS=OFF -DHUGEZERO_BUILD_DOCS=OFF)
   run("build hugezero" ${CMAKE_COMMAND} --build ${hugezero_build})
   run("install hugezero" ${CMAKE_COMMAND} --install ${hugezero_build})
   foreach(file IN ITEMS include/hugezero/hugezero.hpp include/hugezero/version.hpp
