@@ -122,7 +122,7 @@ TEST_SUITE("pool-sim")
             CHECK(got.lease.size() == 8 * mib);
             CHECK(got.lease.cold_pages() == 0);
             CHECK(p.statistics(node0_2m).trimmed_pages == 12);
-            CHECK(t.kernel->file_layout(got.lease.fd()).first == 4);
+            CHECK(t.kernel->file_layout(got.lease.fd()).size_pages == 4);
             CHECK(free_pages(t, node0_2m) == 64 - 4);
         }
         t.check_restored();
@@ -297,7 +297,7 @@ TEST_SUITE("pool-sim")
             for (std::size_t i = 0; i < 2; ++i) {
                 CHECK(made.leases[i].which() == both[i].which);
                 CHECK(made.leases[i].cold_pages() == 0);
-                CHECK(t.kernel->file_layout(made.leases[i].fd()).second
+                CHECK(t.kernel->file_layout(made.leases[i].fd()).pages_per_node
                       == std::map<hugezero::node_id, std::uint64_t>{{both[i].which.node, 4}});
             }
             made.leases.clear();
@@ -674,7 +674,7 @@ TEST_SUITE("pool-sim")
             INFO(got.lease);
             CHECK(got.lease.warm_pages() >= 8);
             CHECK(got.lease.pages() == 64);
-            CHECK(t.kernel->file_layout(got.lease.fd()).first == 64);
+            CHECK(t.kernel->file_layout(got.lease.fd()).size_pages == 64);
             CHECK(p.statistics(node0_2m).refills_interrupted == 1);
         }
         t.check_restored();
@@ -743,7 +743,7 @@ TEST_SUITE("pool-sim")
             REQUIRE_MESSAGE(got, got.message);
             CHECK(got.lease.cold_pages() == 64);
             CHECK(t.kernel->file_stats().most_pages_zeroing == 2);
-            CHECK(t.kernel->file_layout(got.lease.fd()).second == std::map<hugezero::node_id, std::uint64_t>{{node1_2m.node, 64}});
+            CHECK(t.kernel->file_layout(got.lease.fd()).pages_per_node == std::map<hugezero::node_id, std::uint64_t>{{node1_2m.node, 64}});
         }
         t.check_restored();
     }

@@ -69,7 +69,7 @@ TEST_SUITE("pool-sim")
             CHECK(r);
             CHECK(r.status == recycle_status::recycled);
             CHECK(r.pages == 8);
-            CHECK(r.message.empty());
+            CHECK(r.message == "hugezero: node0/2MiB lease recycled: 8 of its 8 pages are scrubbed, then served again");
             CHECK_FALSE(l);
             auto s = p.statistics(node0_2m);
             CHECK(s.recycled_leases == 1);
@@ -91,7 +91,7 @@ TEST_SUITE("pool-sim")
             REQUIRE(again);
             CHECK(again.lease.cold_pages() == 0);
             CHECK(t.kernel->written_file_pages(again.lease.fd()) == 0);
-            CHECK(t.kernel->file_layout(again.lease.fd()).second == std::map<hugezero::node_id, std::uint64_t>{{node0_2m.node, 8}});
+            CHECK(t.kernel->file_layout(again.lease.fd()).pages_per_node == std::map<hugezero::node_id, std::uint64_t>{{node0_2m.node, 8}});
         }
         t.check_restored();
     }

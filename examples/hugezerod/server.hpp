@@ -382,9 +382,10 @@ private:
             std::string word = status.str();
             for (char& ch : word)
                 ch = ch == ' ' ? '_' : ch;
-            return [this, word, message = r.message, why, done] {
+            const bool recycled = r.status == hugezero::recycle_status::recycled;
+            return [this, word, message = r.message, recycled, why, done] {
                 ++counters_.recycles[word];
-                if (!message.empty())
+                if (!recycled) // a recycle is counted, not logged
                     hooks_.log(level::info, "a lease given back" + (why.empty() ? "" : " (" + why + ")") + ": " + word + ": " + message);
                 if (done)
                     done(word);

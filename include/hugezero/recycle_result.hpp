@@ -46,7 +46,9 @@ inline std::ostream& operator<<(std::ostream& out, recycle_status s)
 struct recycle_result {
     recycle_status status = recycle_status::recycled; ///< What became of it.
     std::uint64_t pages = 0; ///< Pages kept for the reservoir (fewer than the lease's if it would overfill it).
-    std::string message;     ///< Why it was not recycled (yet), naming a holder where one is found; empty if it was.
+    /// What became of it, in words: how many pages are kept if it was recycled; else why not
+    /// (yet), naming a holder where one is found.
+    std::string message;
 
     /// Whether the lease was recycled.
     explicit operator bool() const noexcept { return status == recycle_status::recycled; }

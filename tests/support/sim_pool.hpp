@@ -44,7 +44,7 @@ struct sim_pool_machine {
     }
 
     // Pages of the file behind @p fd, per node.
-    [[nodiscard]] std::map<node_id, std::uint64_t> nodes_of(int fd) const { return kernel->file_layout(fd).second; }
+    [[nodiscard]] std::map<node_id, std::uint64_t> nodes_of(int fd) const { return kernel->file_layout(fd).pages_per_node; }
 
     std::shared_ptr<sim::kernel> kernel;
     hugezero::machine machine;

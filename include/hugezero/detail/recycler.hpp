@@ -154,7 +154,9 @@ private:
         c_.add(c_.recycled_leases, 1);
         c_.add(c_.recycled_pages, keep);
         c_.add(c_.scrubbing_pages, keep);
-        return {recycle_status::recycled, keep, {}};
+        return {recycle_status::recycled, keep,
+                "hugezero: " + to_string(h_) + " lease recycled: " + std::to_string(keep) + " of its " + std::to_string(pages)
+                    + " pages are scrubbed, then served again"};
     }
 
     // Counts a file whose pages go back to the kernel instead (the caller closes it).

@@ -84,6 +84,12 @@ enum class file_operation {
     lease,    ///< Asking whether a description is a file's last reference (F_SETLEASE).
 };
 
+/// Where a simulated hugetlb file's pages are (kernel::file_layout()).
+struct page_layout {
+    std::uint64_t size_pages = 0;                    ///< The file's size, in pages.
+    std::map<node_id, std::uint64_t> pages_per_node; ///< The pages it holds, per node (a hole holds none).
+};
+
 /// What the simulated kernel did with hugetlb files since it was built: the ground truth pool
 /// tests compare the pool's statistics with.
 struct file_statistics {
@@ -655,10 +661,10 @@ public:
         return {f->pages.size(), 0};
     }
 
-    /// The file behind @p fd: its size and, per node, the pages it holds there. Not a file
-    /// operation (no fault injection): for tests that check placement.
+    /// The file behind @p fd: its size in pages and, per node, the pages it holds there. Not a
+    /// file operation (no fault injection): for tests that check placement.
     /// @throws std::invalid_argument if @p fd is not a file of this kernel.
-    [[nodiscard]] std::pair<std::uint64_t, std::map<node_id, std::uint64_t>> file_layout(int fd)
+    [[nodiscard]] page_layout file_layout(int fd)
     {
         const std::lock_guard lock(mutex_);
         const file* f = find_file_locked(fd);
