@@ -6,10 +6,10 @@
 
 set(hugezero_packages_file ${PROJECT_SOURCE_DIR}/scripts/packages)
 
-# hugezero_debian_package(<what> <out-package> <out-purpose>): the package on the line of
-# scripts/packages whose last column is <what> (cmake:NAME, pkg-config:MODULE), and the first
-# purpose on that line (scripts/install-packages <purpose> installs it).
-function(hugezero_debian_package what out_package out_purpose)
+# hugezero_debian_package(<what> <out-package> <out-purposes>): the package on the line of
+# scripts/packages whose last column is <what> (cmake:NAME, pkg-config:MODULE), and the purposes
+# on that line (scripts/install-packages <purpose> installs it).
+function(hugezero_debian_package what out_package out_purposes)
   file(STRINGS ${hugezero_packages_file} lines REGEX "^[^#].*[ \t]${what}[ \t]*$")
   list(LENGTH lines count)
   if(NOT count EQUAL 1)
@@ -17,10 +17,10 @@ function(hugezero_debian_package what out_package out_purpose)
                         "(found ${count}): every dependency of the build is on that list")
   endif()
   string(REGEX REPLACE "[ \t]+" ";" fields "${lines}")
-  list(GET fields 0 package)
-  list(GET fields 1 purpose)
+  list(POP_FRONT fields package)
+  list(POP_BACK fields) # <what>
   set(${out_package} ${package} PARENT_SCOPE)
-  set(${out_purpose} ${purpose} PARENT_SCOPE)
+  set(${out_purposes} ${fields} PARENT_SCOPE)
 endfunction()
 
 # hugezero_find_dependency(<name> [VERSION <v>] [PKG_CONFIG <module>] FOR <what needs it>
@@ -57,7 +57,17 @@ endmacro()
 
 # Stops the configuration: <for> needs <name> (>= <version>), provided by the package of <what>.
 function(hugezero_dependency_missing name version what for option)
-  hugezero_debian_package(${what} package purpose)
+  hugezero_debian_package(${what} package purposes)
+  # The purpose of what the option builds, so that one install brings all it needs.
+  set(purpose_of_HUGEZERO_BUILD_EXAMPLES demo)
+  set(purpose_of_HUGEZERO_BUILD_TOOLS tools)
+  set(purpose_of_HUGEZERO_BUILD_DOCS docs)
+  list(GET purposes 0 purpose)
+  if(DEFINED purpose_of_${option} AND purpose_of_${option} IN_LIST purposes)
+    set(purpose ${purpose_of_${option}})
+  elseif(tests IN_LIST purposes AND option MATCHES "TESTS|EMULATOR|BENCHMARKS")
+    set(purpose tests)
+  endif()
   set(text "hugezero: ${name}")
   if(NOT version STREQUAL "")
     string(APPEND text " >= ${version}")
