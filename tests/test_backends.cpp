@@ -215,7 +215,7 @@ private:
     hugezero::machine machine_;
 };
 
-#ifdef HUGEZERO_TEST_EMULATOR
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
 // ----- the same simulated kernel, served through FUSE to the real sysfs_backend -----
 
 // What simulated_kernel serves, mounted (tests/emulator/fuse_sysfs.hpp): the backend under test
@@ -261,10 +261,11 @@ std::vector<page_size> sizes_of(const hugezero::node_info& node)
 
 TYPE_TO_STRING(real_sysfs);
 TYPE_TO_STRING(simulated_kernel);
-#ifdef HUGEZERO_TEST_EMULATOR
+// Run through the emulator (support/emulator_mode.hpp), only the <emulated_kernel> cases run;
+// without it, the other two.
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
 TYPE_TO_STRING(emulated_kernel);
-// The emulator build runs the suite through FUSE only; the normal build covers the other two.
-#define HUGEZERO_BACKEND_FIXTURES emulated_kernel
+#define HUGEZERO_BACKEND_FIXTURES real_sysfs, simulated_kernel, emulated_kernel
 #else
 #define HUGEZERO_BACKEND_FIXTURES real_sysfs, simulated_kernel
 #endif

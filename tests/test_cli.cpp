@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,11 +26,9 @@
 
 #include "zero_all_nodes/cli.hpp"
 
-#ifdef HUGEZERO_TEST_EMULATOR
 #include <hugezero/sim/builder.hpp>
 
-#include "emulator/fuse_sysfs.hpp"
-#endif
+#include "support/test_machine.hpp"
 
 #ifndef ZERO_ALL_NODES
 #error "ZERO_ALL_NODES must name the zero_all_nodes executable"
@@ -43,48 +42,50 @@ namespace json = hugezero::test::json;
 namespace {
 
 // zero_all_nodes with @p args, whatever the machine (usage, golden trees).
-[[maybe_unused]] std::vector<std::string> command(std::vector<std::string> args)
+std::vector<std::string> command(std::vector<std::string> args)
 {
     args.insert(args.begin(), ZERO_ALL_NODES);
     return args;
 }
 
-[[maybe_unused]] std::string tree(const std::string& name) { return std::string(HUGEZERO_TEST_DATA) + "/sysfs/" + name; }
+std::string tree(const std::string& name) { return std::string(HUGEZERO_TEST_DATA) + "/sysfs/" + name; }
 
-// Where zero_all_nodes gets its machine: `--simulate` with the given --sim-* options or, in the
-// emulator build, the kernel those options describe (as zero_all_nodes would build it), mounted
-// through FUSE for the life of this object and named with `--sysfs-root`.
+// Where zero_all_nodes gets its machine: `--simulate` with the given --sim-* options or, run
+// through the emulator, the kernel those options describe (as zero_all_nodes would build it),
+// mounted through FUSE for the life of this object and named with `--sysfs-root`.
 class machine_source {
 public:
     explicit machine_source(std::vector<std::string> sim_args = {}) : sim_args_(std::move(sim_args))
     {
-#ifdef HUGEZERO_TEST_EMULATOR
+        if (!hugezero::test::through_emulator())
+            return;
         std::vector<std::string> parsed_args{"--simulate"};
         parsed_args.insert(parsed_args.end(), sim_args_.begin(), sim_args_.end());
         const auto o = zero_all_nodes::parse_arguments(parsed_args);
         kernel_ = zero_all_nodes::simulated_machine(o).build();
-        mount_.emplace(kernel_, dir_.path());
-#endif
+        mount_.emplace(kernel_);
     }
 
     // The program's command line: the source, then @p args.
     [[nodiscard]] std::vector<std::string> command(const std::vector<std::string>& args) const
     {
-#ifdef HUGEZERO_TEST_EMULATOR
-        std::vector<std::string> all{ZERO_ALL_NODES, "--sysfs-root", dir_.path().string()};
-#else
-        std::vector<std::string> all{ZERO_ALL_NODES, "--simulate"};
-        all.insert(all.end(), sim_args_.begin(), sim_args_.end());
-#endif
+        std::vector<std::string> all{ZERO_ALL_NODES};
+        if (mount_) {
+            all.insert(all.end(), {"--sysfs-root", mount_->path()});
+        } else {
+            all.emplace_back("--simulate");
+            all.insert(all.end(), sim_args_.begin(), sim_args_.end());
+        }
         all.insert(all.end(), args.begin(), args.end());
         return all;
     }
 
-    // In the emulator build, the kernel's own account must agree with the run's JSON: what it
+    // Through the emulator, the kernel's own account must agree with the run's JSON: what it
     // zeroed through writes is what the program reports, hstate by hstate.
-    void check_against_kernel([[maybe_unused]] const json::value& j) const
+    void check_against_kernel(const json::value& j) const
     {
-#ifdef HUGEZERO_TEST_EMULATOR
+        if (!kernel_)
+            return;
         for (const auto& h : j["hstates"].as_array()) {
             const hugezero::hstate which{hugezero::node_id(static_cast<unsigned>(h["node"].as_u64())),
                                          hugezero::page_size::from_kib(h["page_size_kb"].as_u64())};
@@ -93,21 +94,16 @@ public:
             CHECK(h["zeroable_after"].as_u64() == kernel_->zeroable(which));
             CHECK(kernel_->counts(which).zeroing == 0);
         }
-#endif
     }
 
-#ifdef HUGEZERO_TEST_EMULATOR
+    // Through the emulator: the kernel behind the mount, and the mount.
     [[nodiscard]] const std::shared_ptr<hugezero::sim::kernel>& kernel() const { return kernel_; }
-    [[nodiscard]] const hugezero::test::fuse_sysfs& mount() const { return *mount_; }
+    [[nodiscard]] const hugezero::test::mounted_kernel& mount() const { return mount_.value(); }
 
 private:
-    std::shared_ptr<hugezero::sim::kernel> kernel_;
-    hugezero::test::temp_dir dir_;
-    std::optional<hugezero::test::fuse_sysfs> mount_; // unmounted before dir_ is removed
-#else
-private:
-#endif
     std::vector<std::string> sim_args_;
+    std::shared_ptr<hugezero::sim::kernel> kernel_;
+    std::optional<hugezero::test::mounted_kernel> mount_;
 };
 
 // Every hstate of a run's JSON satisfies zeroed + zeroable_after == zeroable_before, and the
@@ -128,7 +124,8 @@ void check_run_json(const json::value& j)
 }
 
 // Starts a long run of @p source, signals it once it is ready, and checks the cancellation
-// contract: the exit code, the latency, a JSON status "cancelled" with consistent counts.
+// contract: the exit code, the latency (@p max_latency, plus the scheduling slack of this
+// build: sanitizers slow the exit path), a JSON status "cancelled" with consistent counts.
 // Returns the JSON.
 json::value check_cancelled_by(const machine_source& source, int signo, int expected_exit,
                                std::chrono::milliseconds max_latency, std::uint64_t total_pages)
@@ -143,7 +140,7 @@ json::value check_cancelled_by(const machine_source& source, int signo, int expe
     const auto latency = std::chrono::steady_clock::now() - signalled_at;
     MESSAGE("exited " << std::chrono::duration<double, std::milli>(latency).count() << " ms after the signal");
     INFO(result.err);
-    CHECK(latency < max_latency);
+    CHECK(latency < max_latency + hugezero::test::scheduling_slack);
     CHECK(result.exit_code == expected_exit);
     const auto j = json::parse(result.out);
     CHECK(j["status"].as_string() == "cancelled");
@@ -161,8 +158,8 @@ json::value check_cancelled_by(const machine_source& source, int signo, int expe
 
 TEST_SUITE("cli")
 {
-#ifndef HUGEZERO_TEST_EMULATOR // usage does not depend on the machine: checked once
-    TEST_CASE("--help prints the usage and exits 0")
+    // Usage does not depend on the machine: checked once.
+    TEST_CASE("--help prints the usage and exits 0" * hugezero::test::not_through_emulator)
     {
         const auto r = run_process(command({"--help"}));
         CHECK(r.exit_code == 0);
@@ -171,7 +168,6 @@ TEST_SUITE("cli")
                                    "--page-size", "--threads-per-node", "--dry-run", "--json", "--quiet"})
             CHECK(contains(r.out, option));
     }
-#endif
 
     TEST_CASE("the default simulated machine: --json zeroes every hstate and reports it")
     {
@@ -211,8 +207,8 @@ TEST_SUITE("cli")
 )");
     }
 
-#ifndef HUGEZERO_TEST_EMULATOR // a golden tree on disk: nothing to run through FUSE
-    TEST_CASE("--dry-run on a stock kernel reports zeroable as null")
+    // A golden tree on disk: nothing to run through FUSE.
+    TEST_CASE("--dry-run on a stock kernel reports zeroable as null" * hugezero::test::not_through_emulator)
     {
         const auto r = run_process(command({"--sysfs-root", tree("this-machine"), "--dry-run", "--json"}));
         CHECK(r.exit_code == 0);
@@ -225,7 +221,6 @@ TEST_SUITE("cli")
         }
     }
 
-#endif
 
     TEST_CASE("--sim-* options shape the simulated machine: --node and --page-size select")
     {
@@ -259,8 +254,8 @@ TEST_SUITE("cli")
         source.check_against_kernel(j);
     }
 
-#ifndef HUGEZERO_TEST_EMULATOR // usage, stock kernels and malformed trees: golden trees, checked once
-    TEST_CASE("SIZE and DURATION accept every documented spelling")
+    // Usage, stock kernels and malformed trees: golden trees, checked once.
+    TEST_CASE("SIZE and DURATION accept every documented spelling" * hugezero::test::not_through_emulator)
     {
         using zero_all_nodes::parse_arguments;
         const auto o = parse_arguments({"--simulate", "--sim-pages", "2048kB=3", "--sim-pages", "1048576kB=2",
@@ -279,7 +274,7 @@ TEST_SUITE("cli")
         CHECK(removed.sim_pages.count(hugezero::page_2mib) == 0);
     }
 
-    TEST_CASE("bad usage exits 2 with a message naming the argument")
+    TEST_CASE("bad usage exits 2 with a message naming the argument" * hugezero::test::not_through_emulator)
     {
         const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
             {{"--simulate", "--sim-pages", "2X=5"}, "invalid --sim-pages value \"2X=5\""},
@@ -307,7 +302,7 @@ TEST_SUITE("cli")
         }
     }
 
-    TEST_CASE("a kernel without zeroable_hugepages exits 2 and says what to do instead")
+    TEST_CASE("a kernel without zeroable_hugepages exits 2 and says what to do instead" * hugezero::test::not_through_emulator)
     {
         const auto r = run_process(command({"--sysfs-root", tree("this-machine"), "--json"}));
         CHECK(r.exit_code == 2);
@@ -321,7 +316,7 @@ TEST_SUITE("cli")
         CHECK(contains(by_env.err, "zeroable_hugepages"));
     }
 
-    TEST_CASE("a malformed sysfs exits 2 naming the file and showing its content")
+    TEST_CASE("a malformed sysfs exits 2 naming the file and showing its content" * hugezero::test::not_through_emulator)
     {
         const auto r = run_process(command({"--sysfs-root", tree("malformed-node-mask"), "--dry-run"}));
         CHECK(r.exit_code == 2);
@@ -332,7 +327,7 @@ TEST_SUITE("cli")
         CHECK(contains(missing.err, "/nonexistent/sysfs"));
     }
 
-    TEST_CASE("an I/O error while zeroing exits 1 with status error")
+    TEST_CASE("an I/O error while zeroing exits 1 with status error" * hugezero::test::not_through_emulator)
     {
         // A patched kernel's tree whose zeroable_hugepages can be read but not written: it
         // stands for a read-only sysfs attribute (open for writing fails with EACCES, even for
@@ -354,8 +349,7 @@ TEST_SUITE("cli")
         CHECK(contains(r.err, "Permission denied"));
         CHECK(j["pages_zeroed"].as_u64() == 0);
     }
-#else
-    TEST_CASE("an I/O error while zeroing exits 1 with status error")
+    TEST_CASE("an I/O error while zeroing exits 1 with status error" * hugezero::test::only_through_emulator)
     {
         // The kernel fails every write to node 0's 1 GiB pages with EIO.
         const machine_source source({"--sim-nodes", "1", "--sim-pages", "2M=0", "--sim-page-cost", "1G=10ms"});
@@ -372,10 +366,8 @@ TEST_SUITE("cli")
         check_run_json(j);
         source.check_against_kernel(j);
     }
-#endif
 
-#ifdef HUGEZERO_TEST_EMULATOR
-    TEST_CASE("an error the service retries does not end the run: exit 0, and a warning")
+    TEST_CASE("an error the service retries does not end the run: exit 0, and a warning" * hugezero::test::only_through_emulator)
     {
         // Before, any error count ended the run with exit 1, though the service would have
         // retried the write after its back-off and zeroed everything.
@@ -396,7 +388,6 @@ TEST_SUITE("cli")
         check_run_json(j);
         source.check_against_kernel(j);
     }
-#endif
 
     TEST_CASE("workers that cannot start exit 1 with status error, not 2")
     {
@@ -435,14 +426,14 @@ TEST_SUITE("cli")
         // finds writes in the middle and must cut them short.
         const machine_source source({"--sim-pages", "1G=0", "--sim-pages", "2M=100000", "--sim-page-cost", "2M=3ms"});
         (void)check_cancelled_by(source, SIGINT, 130, 3ms + 50ms, 2 * 100000);
-#ifdef HUGEZERO_TEST_EMULATOR
-        // The signal really reached writes blocked in the kernel's FUSE code: FUSE_INTERRUPT.
-        CHECK(source.mount().counts().interrupted_writes >= 1);
-        std::uint64_t interrupted = 0;
-        for (const auto& h : source.kernel()->hstates())
-            interrupted += source.kernel()->statistics(h).writes_interrupted;
-        CHECK(interrupted >= 1);
-#endif
+        if (hugezero::test::through_emulator()) {
+            // The signal really reached writes blocked in the kernel's FUSE code: FUSE_INTERRUPT.
+            CHECK(source.mount().interrupted_writes() >= 1);
+            std::uint64_t interrupted = 0;
+            for (const auto& h : source.kernel()->hstates())
+                interrupted += source.kernel()->statistics(h).writes_interrupted;
+            CHECK(interrupted >= 1);
+        }
     }
 
     TEST_CASE("progress goes to stderr when it is a terminal, and --quiet silences it")

@@ -102,7 +102,7 @@ TEST_SUITE("faults")
             // (through the kernel: sysfs fails the open files of a removed attribute), depending
             // on what the request did first after the node left.
             const int error = result.error.value();
-            CHECK((error == ENOENT || (hugezero::test::through_emulator && error == ENODEV)));
+            CHECK((error == ENOENT || (hugezero::test::through_emulator() && error == ENODEV)));
             CHECK(contains(result.error_message, s.display(node1_1g, "zeroable_hugepages")));
             // The write in flight when the node left still finished its page: it is counted.
             CHECK(s.kernel->counts(node1_1g).zeroing == 0);
@@ -131,7 +131,7 @@ TEST_SUITE("faults")
             // ENOENT opening or reading the attribute again; through FUSE, ENODEV writing to an
             // open file of the removed attribute, if that was the last thing a worker did.
             const int error = service.statistics(node1_2m).last_error.value();
-            CHECK((error == ENOENT || (hugezero::test::through_emulator && error == ENODEV)));
+            CHECK((error == ENOENT || (hugezero::test::through_emulator() && error == ENODEV)));
             // Node 0 is not held up by node 1.
             REQUIRE(hugezero::test::wait_until([&] { return s.kernel->zeroable(node0_2m) == 0; }));
             CHECK(s.kernel->counts(node1_2m).dirty > 0);
@@ -305,8 +305,9 @@ TEST_SUITE("faults")
         CHECK(count_resources() == before);
     }
 
-#ifndef HUGEZERO_TEST_EMULATOR // the pool allocates real hugetlb memory: nothing to run through FUSE
-    TEST_CASE("ENOSPC in the pool: a lease larger than the free pages fails with ENOSPC and keeps nothing")
+    // The pool allocates real hugetlb memory: nothing to run through FUSE.
+    TEST_CASE("ENOSPC in the pool: a lease larger than the free pages fails with ENOSPC and keeps nothing"
+              * hugezero::test::not_through_emulator)
     {
         const auto free_path = std::filesystem::path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages");
         HUGEZERO_SKIP_IF(!std::filesystem::exists(free_path), "this machine's node0 has no 2 MiB huge pages");
@@ -329,5 +330,4 @@ TEST_SUITE("faults")
         CHECK(count_resources() == before);
         CHECK(m.counters(node0_2m).free == free_before); // every page it took went back
     }
-#endif
 }

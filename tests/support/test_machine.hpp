@@ -1,12 +1,14 @@
-// The seam that runs one test source against two backends: the in-process simulated kernel
-// (sim::backend), or - in the emulator build, compiled with -DHUGEZERO_TEST_EMULATOR - the real
-// sysfs_backend over a FUSE mount of the same simulated kernel (tests/emulator/fuse_sysfs.hpp),
-// doing real openat, pread, write and epoll through the kernel. The test keeps the sim::kernel,
-// so it can still allocate, release, plan faults and take nodes offline.
+// The seam that runs one test source against two backends (support/emulator_mode.hpp): the
+// in-process simulated kernel (sim::backend), or - run with --through-emulator, in an
+// executable built with the emulator (HUGEZERO_TEST_WITH_EMULATOR) - the real sysfs_backend
+// over a FUSE mount of the same simulated kernel (tests/emulator/fuse_sysfs.hpp). The test keeps
+// the sim::kernel, so it can still allocate, release, plan faults and take nodes offline.
 #ifndef HUGEZERO_TESTS_SUPPORT_TEST_MACHINE_HPP
 #define HUGEZERO_TESTS_SUPPORT_TEST_MACHINE_HPP
 
+#include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,9 +19,10 @@
 #include <hugezero/sim/builder.hpp>
 #include <hugezero/sim/kernel.hpp>
 
+#include "support/emulator_mode.hpp"
 #include "support/recording_backend.hpp"
 
-#ifdef HUGEZERO_TEST_EMULATOR
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
 #include <hugezero/sysfs_backend.hpp>
 
 #include "emulator/fuse_sysfs.hpp"
@@ -28,10 +31,7 @@
 
 namespace hugezero::test {
 
-#ifdef HUGEZERO_TEST_EMULATOR
-/// Whether this executable runs its machines through the FUSE emulator.
-inline constexpr bool through_emulator = true;
-
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
 /// A FUSE mount of a simulated kernel in a fresh temporary directory, and the real backend over
 /// it. Members are destroyed in reverse: the backend (its root fd) first, then the mount, then
 /// the directory.
@@ -41,22 +41,59 @@ struct emulated_sysfs {
     fuse_sysfs mount;
     sysfs_backend backend;
 };
-#else
-/// Whether this executable runs its machines through the FUSE emulator.
-inline constexpr bool through_emulator = false;
 #endif
 
-/// A backend serving @p k: sim::backend, or in the emulator build a sysfs_backend over a FUSE
-/// mount of @p k that stays mounted as long as the backend (and so any machine using it) lives.
+/// A backend serving @p k: sim::backend, or through the emulator (through_emulator()) a
+/// sysfs_backend over a FUSE mount of @p k that stays mounted as long as the backend (and so
+/// any machine using it) lives.
 inline std::shared_ptr<hugezero::backend> backend_for(std::shared_ptr<sim::kernel> k)
 {
-#ifdef HUGEZERO_TEST_EMULATOR
+    if (!through_emulator())
+        return std::make_shared<sim::backend>(std::move(k));
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
     auto mounted = std::make_shared<emulated_sysfs>(std::move(k));
     return {mounted, &mounted->backend}; // shares ownership of the whole mount
 #else
-    return std::make_shared<sim::backend>(std::move(k));
+    throw std::logic_error("this test executable was built without the FUSE emulator");
 #endif
 }
+
+/// A FUSE mount of a simulated kernel for a program to read as its sysfs (`--sysfs-root`), run
+/// through the emulator only. @throws std::logic_error in an executable built without it.
+class mounted_kernel {
+public:
+    explicit mounted_kernel([[maybe_unused]] std::shared_ptr<sim::kernel> k)
+    {
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
+        mount_ = std::make_shared<emulated_sysfs>(std::move(k));
+#else
+        throw std::logic_error("this test executable was built without the FUSE emulator");
+#endif
+    }
+    /// Where it is mounted.
+    [[nodiscard]] std::string path() const
+    {
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
+        return mount_->dir.path().string();
+#else
+        return {};
+#endif
+    }
+    /// The writes the kernel interrupted (FUSE_INTERRUPT) so far.
+    [[nodiscard]] std::uint64_t interrupted_writes() const
+    {
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
+        return mount_->mount.counts().interrupted_writes;
+#else
+        return 0;
+#endif
+    }
+
+private:
+#ifdef HUGEZERO_TEST_WITH_EMULATOR
+    std::shared_ptr<emulated_sysfs> mount_;
+#endif
+};
 
 /// A machine over backend_for(@p k).
 inline hugezero::machine machine_for(std::shared_ptr<sim::kernel> k) { return hugezero::machine(backend_for(std::move(k))); }
