@@ -66,9 +66,9 @@ round_trips measure_echo_floor(unsigned requests)
     if (echo == 0) {
         ::close(pair[0]);
         const int memfd = ::memfd_create("echo", MFD_CLOEXEC);
-        hugezerod::packet in;
-        while (hugezerod::receive_packet(pair[1], 1024, in) == 0 && !in.end)
-            (void)hugezerod::send_packet(pair[1], "hugezero/1 lease id=1 node=0 page_kib=2048 pages=1 cold=0", memfd);
+        hugezero::socket_message in;
+        while (hugezero::receive_message(pair[1], 1024, in) == 0 && !in.end)
+            (void)hugezero::send_message(pair[1], "hugezero/1 lease id=1 node=0 page_kib=2048 pages=1 cold=0", memfd);
         ::_exit(0);
     }
     ::close(pair[1]);
@@ -76,9 +76,9 @@ round_trips measure_echo_floor(unsigned requests)
     const std::string request = "hugezero/1 acquire node=0 page=2048K bytes=2097152 max_cold=0";
     for (unsigned i = 0; i < requests; ++i) {
         const auto start = clock_type::now();
-        hugezerod::packet in;
-        (void)hugezerod::send_packet(pair[0], request);
-        (void)hugezerod::receive_packet(pair[0], hugezerod::protocol::max_reply, in);
+        hugezero::socket_message in;
+        (void)hugezero::send_message(pair[0], request);
+        (void)hugezero::receive_message(pair[0], hugezerod::protocol::max_reply, in);
         us.push_back(seconds_since(start) * 1e6);
     }
     ::close(pair[0]);
@@ -119,7 +119,11 @@ bool qmp_ready(const std::string& path, clock_type::time_point deadline)
 {
     while (clock_type::now() < deadline) {
         try {
-            auto s = hugezerod::connect_unix(path, SOCK_STREAM);
+            auto [s, error] = hugezerod::connect_unix(path, SOCK_STREAM);
+            if (error != 0) {
+                std::this_thread::sleep_for(1ms); // the socket is not there yet: QEMU is starting
+                continue;
+            }
             std::string got;
             char buffer[4096];
             const auto read_until = [&](const char* word) {

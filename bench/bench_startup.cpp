@@ -409,7 +409,7 @@ private:
     double mapped_only(hugezero::page_size page, std::uint64_t bytes)
     {
         int error = 0;
-        const hugezero::detail::unique_fd fd = hugezero::detail::create_hugetlb_memfd("bench-mapped", page, error);
+        const hugezero::unique_fd fd = hugezero::detail::create_hugetlb_memfd("bench-mapped", page, error);
         if (!fd)
             throw std::system_error(error, std::system_category(), "memfd_create for mapped_only");
         if ((error = hugezero::detail::allocate_pages(fd.get(), page, 0, bytes / page.bytes())) != 0)
@@ -509,7 +509,7 @@ private:
     {
         const std::uint64_t share = bytes / threads;
         const std::uint64_t step = std::max<std::uint64_t>(page.bytes(), std::uint64_t{16} << 20);
-        std::vector<hugezero::detail::unique_fd> files;
+        std::vector<hugezero::unique_fd> files;
         for (unsigned i = 0; i < threads; ++i) {
             int error = 0;
             files.push_back(hugezero::detail::create_hugetlb_memfd("bench-raw", page, error));

@@ -136,7 +136,7 @@ private:
     std::string unavailable_;
     std::optional<hugezero::machine> machine_;
     std::unique_ptr<hugezero::test::hugepage_reservation> reservation_; // restored after in_use_ closes
-    hugezero::detail::unique_fd in_use_;
+    hugezero::unique_fd in_use_;
 };
 
 // ----- the simulated kernel, shaped like this machine -----
@@ -396,7 +396,7 @@ TEST_SUITE("backends")
 
         // epoll accepts it (it refuses regular files with EPERM), and an armed watch on an
         // unchanged attribute reports nothing.
-        const hugezero::detail::unique_fd ep(::epoll_create1(EPOLL_CLOEXEC));
+        const hugezero::unique_fd ep(::epoll_create1(EPOLL_CLOEXEC));
         REQUIRE(ep);
         epoll_event registration{};
         registration.events = watch->events();

@@ -34,7 +34,7 @@ using namespace hugezero::literals;
 using namespace std::chrono_literals;
 using hugezero::hstate;
 using hugezero::node_id;
-using hugezero::detail::unique_fd;
+using hugezero::unique_fd;
 using clock_type = std::chrono::steady_clock;
 using hugezero::test::node0_1g;
 using hugezero::test::node0_2m;

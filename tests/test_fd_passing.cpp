@@ -44,8 +44,8 @@ struct socket_pair {
         left.reset(fds[0]);
         right.reset(fds[1]);
     }
-    hugezero::detail::unique_fd left;
-    hugezero::detail::unique_fd right;
+    hugezero::unique_fd left;
+    hugezero::unique_fd right;
 };
 
 // One raw sendmsg() of `data` with `fds` attached, for frames send_fd() would never make.
@@ -75,9 +75,9 @@ bool same_file(int a, int b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-hugezero::detail::unique_fd plain_memfd()
+hugezero::unique_fd plain_memfd()
 {
-    hugezero::detail::unique_fd fd(::memfd_create("hugezero-test", MFD_CLOEXEC));
+    hugezero::unique_fd fd(::memfd_create("hugezero-test", MFD_CLOEXEC));
     REQUIRE(fd);
     return fd;
 }
@@ -170,7 +170,7 @@ TEST_SUITE("fd_passing")
     TEST_CASE("receive_lease checks what the fd can tell: every page allocated, a node this process can use")
     {
         // A hugetlb memfd with a size but no page: no huge page is needed to make one.
-        hugezero::detail::unique_fd empty(::memfd_create("hugezero-test", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB));
+        hugezero::unique_fd empty(::memfd_create("hugezero-test", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB));
         HUGEZERO_SKIP_IF(!empty, "this kernel cannot make hugetlb memfds of 2 MiB pages");
         REQUIRE(::ftruncate(empty.get(), static_cast<off_t>(4 * (2_MiB).bytes())) == 0);
         socket_pair sockets(SOCK_SEQPACKET);

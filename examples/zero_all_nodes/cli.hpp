@@ -19,7 +19,7 @@
 #include <hugezero/page_size.hpp>
 #include <hugezero/sim/builder.hpp>
 
-#include "../common/units.hpp"
+#include "common/units.hpp"
 
 namespace zero_all_nodes {
 

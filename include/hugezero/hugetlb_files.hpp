@@ -136,7 +136,7 @@ public:
     int create(const std::string& name, page_size page) noexcept override
     {
         int error = 0;
-        detail::unique_fd memfd = detail::create_hugetlb_memfd(name, page, error);
+        unique_fd memfd = detail::create_hugetlb_memfd(name, page, error);
         if (!memfd)
             return -error;
         // memfd_create()'s own description does not count as open for writing, so the write
@@ -148,7 +148,7 @@ public:
     }
     int create_in(int dir, const std::string& name, page_size page) noexcept override
     {
-        detail::unique_fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+        unique_fd fd(::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
         if (!fd)
             return -errno;
         if (!detail::is_hugetlb_file(fd.get(), page)) {

@@ -36,7 +36,9 @@
 #include <hugezero/thread_settings.hpp>
 #include <hugezero/watcher.hpp>
 #include <hugezero/zeroing.hpp>
+#include <hugezero/zeroing_options.hpp>
 #include <hugezero/zeroing_request.hpp>
+#include <hugezero/zeroing_result.hpp>
 
 // The stock-kernel pool: leases of pre-zeroed hugetlb memory, prefault, fd hand-off.
 #include <hugezero/acquire_options.hpp>
@@ -48,7 +50,12 @@
 #include <hugezero/pool_options.hpp>
 #include <hugezero/pool_statistics.hpp>
 #include <hugezero/prefault.hpp>
+#include <hugezero/prefault_options.hpp>
+#include <hugezero/prefault_plan.hpp>
+#include <hugezero/prefault_result.hpp>
 #include <hugezero/recycle_result.hpp>
+#include <hugezero/socket_message.hpp>
+#include <hugezero/unique_fd.hpp>
 
 /// @namespace hugezero
 /// @brief Everything public in hugezero. Internals live in the nested `detail` namespace and may

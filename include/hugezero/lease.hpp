@@ -12,11 +12,11 @@
 #include <filesystem>
 
 #include <hugezero/detail/bytes_text.hpp>
-#include <hugezero/detail/reservoir_directory.hpp>
-#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/detail/pool/reservoir_directory.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/mapping.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero {
 
@@ -196,7 +196,7 @@ public:
 private:
     friend struct detail::lease_access;
 
-    lease(detail::unique_fd fd, const hstate& which, std::uint64_t pages, std::uint64_t cold_pages,
+    lease(unique_fd fd, const hstate& which, std::uint64_t pages, std::uint64_t cold_pages,
           std::shared_ptr<detail::lease_owner> owner, std::uint64_t ticket, detail::file_name name) noexcept
         : fd_(std::move(fd)), which_(which), pages_(pages), cold_pages_(cold_pages), ticket_(ticket), owner_(std::move(owner)),
           name_(std::move(name))
@@ -218,7 +218,7 @@ private:
         ticket_ = 0;
     }
 
-    detail::unique_fd fd_;
+    unique_fd fd_;
     hstate which_{node_id(0), page_2mib};
     std::uint64_t pages_ = 0;
     std::uint64_t cold_pages_ = 0;

@@ -15,9 +15,9 @@
 #include <utility>
 
 #include <hugezero/backend.hpp>
-#include <hugezero/detail/ledger.hpp>
 #include <hugezero/detail/parse.hpp>
 #include <hugezero/detail/sysfs_paths.hpp>
+#include <hugezero/detail/zeroing/ledger.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/sysfs_backend.hpp>

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include <hugezero/detail/lock_rank.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/thread_settings.hpp>
 
@@ -89,7 +90,7 @@ private:
         listeners_.erase(id);
     }
 
-    std::mutex listeners_mutex_;
+    detail::ranked_mutex<> listeners_mutex_{detail::lock_rank::policy_listeners, "a policy's listeners"};
     std::map<std::uint64_t, std::function<void()>> listeners_;
     std::uint64_t last_listener_ = 0;
 };
@@ -182,7 +183,7 @@ private:
 
     double rate_;
     unit unit_;
-    std::mutex mutex_;
+    detail::ranked_mutex<> mutex_{detail::lock_rank::leaf, "bytes_per_second's buckets"};
     std::map<node_id, bucket> buckets_;
 };
 

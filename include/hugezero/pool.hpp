@@ -21,12 +21,13 @@
 
 #include <hugezero/acquire_options.hpp>
 #include <hugezero/acquire_result.hpp>
-#include <hugezero/detail/lease_batch.hpp>
-#include <hugezero/detail/lease_maker.hpp>
-#include <hugezero/detail/pool_state.hpp>
-#include <hugezero/detail/recycler.hpp>
-#include <hugezero/detail/refill_worker.hpp>
-#include <hugezero/detail/target_change.hpp>
+#include <hugezero/detail/lock_rank.hpp>
+#include <hugezero/detail/pool/lease_batch.hpp>
+#include <hugezero/detail/pool/lease_maker.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
+#include <hugezero/detail/pool/recycler.hpp>
+#include <hugezero/detail/pool/refill_worker.hpp>
+#include <hugezero/detail/pool/target_change.hpp>
 #include <hugezero/detail/worker_group.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/lease.hpp>
@@ -300,7 +301,7 @@ private:
 
     detail::pool_engine e_;
     std::vector<hstate> listed_;
-    std::mutex control_;
+    detail::ranked_mutex<> control_{detail::lock_rank::control, "a pool's control"};
     // Last: the workers stop and join before the engine they use goes.
     detail::worker_group workers_;
 };

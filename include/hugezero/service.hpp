@@ -21,34 +21,19 @@
 
 #include <hugezero/detail/call_gate.hpp>
 #include <hugezero/detail/deadline.hpp>
+#include <hugezero/detail/lock_rank.hpp>
 #include <hugezero/detail/worker_group.hpp>
+#include <hugezero/detail/zeroing/drain.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/policy.hpp>
+#include <hugezero/service_options.hpp>
 #include <hugezero/statistics.hpp>
 #include <hugezero/thread_settings.hpp>
 #include <hugezero/watcher.hpp>
 #include <hugezero/zeroing.hpp>
 
 namespace hugezero {
-
-/// How the pre-zeroing service runs.
-struct service_options {
-    /// The hstates to keep zeroed; empty means every hstate whose kernel has `zeroable_hugepages`.
-    std::vector<hstate> hstates;
-    /// Workers per node (each zeroes that node's hstates); 0 means one per CPU of the node.
-    unsigned workers_per_node = 1;
-    /// When and how much to zero. Default: everything, at once.
-    std::shared_ptr<zeroing_policy> policy = policies::all();
-    /// Batch size and cancellation of each write.
-    zeroing_options zeroing;
-    /// Worker placement and charging. Without `cpus`, workers are pinned to their node's CPUs.
-    thread_settings thread;
-    /// The watcher's safety-net period.
-    watcher_options watch;
-    /// How long a worker waits before retrying an hstate after an error.
-    std::chrono::nanoseconds error_backoff = std::chrono::seconds(1);
-};
 
 /// Keeps hstates zeroed in the background, through the `zeroable_hugepages` ABI.
 ///
@@ -238,7 +223,7 @@ private:
         explicit node_work(node_id n) : node(n) {}
         node_id node;
         std::vector<hstate> hstates;
-        std::mutex mutex;
+        detail::ranked_mutex<> mutex{detail::lock_rank::service_node, "a service node's work"};
         std::condition_variable_any cv;
         std::uint64_t epoch = 0; // under mutex: bumped when there may be work
     };
@@ -347,7 +332,7 @@ private:
             watching_.store(false);
             watcher_failures_.fetch_add(1);
             wake_all(); // from now on the workers poll
-            std::mutex m;
+            detail::ranked_mutex<> m{detail::lock_rank::leaf, "the watcher's back-off"};
             std::condition_variable_any backoff;
             std::unique_lock lock(m);
             if (backoff.wait_until(lock, stop, detail::deadline_after(options_.error_backoff), [] { return false; }); stop.stop_requested())
@@ -452,84 +437,15 @@ private:
                        std::optional<clock::time_point>& retry)
     {
         try {
-            drain(s, gate, stop, retry);
+            detail::drain(s, gate, stop, [this] { return paused(); }, *options_.policy, counters(s.which()),
+                          options_.error_backoff, retry);
             return;
         } catch (const std::system_error& e) {
             counters(s.which()).record_error(e.code().value());
         } catch (...) {
             counters(s.which()).record_error(EIO);
         }
-        retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
-    }
-
-    static void retry_no_later_than(std::optional<clock::time_point>& retry, clock::time_point t)
-    {
-        if (!retry || t < *retry)
-            retry = t;
-    }
-
-    // Zeroes what the policy allows of one hstate until nothing is left to claim. Each write and
-    // its accounting pass @p gate, which a pause closes and waits for.
-    void drain(detail::zeroing_session& s, detail::call_gate& gate, const std::stop_token& stop,
-               std::optional<clock::time_point>& retry)
-    {
-        const hstate& h = s.which();
-        auto& c = counters(h);
-        constexpr unsigned max_consecutive_rejections = 64;
-        unsigned rejections = 0;
-        while (!stop.stop_requested() && !paused()) {
-            const std::uint64_t zeroable = s.read_zeroable();
-            c.zeroable.store(zeroable, std::memory_order_relaxed);
-            if (zeroable == 0)
-                return;
-            const policy_decision decision = options_.policy->allow(h, zeroable, clock::now());
-            if (decision.pages == 0) {
-                if (decision.retry_at)
-                    retry_no_later_than(retry, *decision.retry_at);
-                return;
-            }
-            if (!gate.enter()) { // paused
-                options_.policy->unused(h, decision.pages);
-                return;
-            }
-            const auto step = s.zero_some(zeroable, decision.pages);
-            const bool wrote = step.what == detail::zeroing_session::step::outcome::wrote;
-            if (wrote)
-                count(c, step);
-            gate.leave();
-            const std::uint64_t used = wrote ? std::min(decision.pages, step.claimed) : 0;
-            if (used < decision.pages)
-                options_.policy->unused(h, decision.pages - used);
-            if (!wrote)
-                return;
-            if (step.error == EINVAL && !step.signalled) {
-                // As in run_zeroing(): a kernel that keeps rejecting requests is an error, not a
-                // race with another writer; back off instead of spinning.
-                if (++rejections < max_consecutive_rejections)
-                    continue;
-                c.record_error(EINVAL);
-                retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
-                return;
-            }
-            rejections = 0;
-            if (step.error != 0 && step.error != EINTR && step.error != EINVAL) {
-                c.record_error(step.error);
-                retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
-                return;
-            }
-        }
-    }
-
-    static void count(detail::statistics_counters& c, const detail::zeroing_session::step& step)
-    {
-        constexpr auto relaxed = std::memory_order_relaxed;
-        c.requests.fetch_add(1, relaxed);
-        c.pages_zeroed.fetch_add(step.credited, relaxed);
-        c.time_zeroing_ns.fetch_add(step.duration.count(), relaxed);
-        if (step.signalled || step.error == EINTR)
-            c.requests_interrupted.fetch_add(1, relaxed);
-        if (step.error == EINVAL && !step.signalled)
-            c.requests_rejected.fetch_add(1, relaxed);
+        detail::retry_no_later_than(retry, detail::deadline_after(options_.error_backoff));
     }
 
     machine machine_;
@@ -537,14 +453,14 @@ private:
     std::map<hstate, std::unique_ptr<detail::statistics_counters>> statistics_; // fixed after construction
     std::vector<std::unique_ptr<node_work>> nodes_;                            // fixed after construction
     std::vector<std::unique_ptr<worker_slot>> slots_;                          // changed only by start()
-    mutable std::mutex control_;
+    mutable detail::ranked_mutex<> control_{detail::lock_rank::control, "a prezero_service's control"};
     std::atomic<bool> running_{false}; // changed under control_
     std::uint64_t listener_ = 0; // the policy's allowance_changed() wakes us
     std::atomic<bool> watching_{false};
     std::atomic<std::uint64_t> watcher_failures_{0};
     std::atomic<int> busy_{0};
-    std::mutex drained_mutex_;
-    std::condition_variable drained_cv_;
+    detail::ranked_mutex<> drained_mutex_{detail::lock_rank::leaf, "the service's drain"};
+    std::condition_variable_any drained_cv_;
     // Threads last: they stop and join before the state they use is destroyed.
     detail::worker_group workers_;
     std::jthread watcher_thread_;

@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include <hugezero/backend.hpp>
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero {
 
@@ -54,13 +54,13 @@ public:
 
     std::string read(std::string_view path) override
     {
-        const detail::unique_fd fd = open_at(path, O_RDONLY, "open");
+        const unique_fd fd = open_at(path, O_RDONLY, "open");
         return read_at_zero(fd.get(), display_path(path));
     }
 
     std::optional<std::vector<std::string>> list(std::string_view path) override
     {
-        detail::unique_fd fd(::openat(root_fd_.get(), std::string(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        unique_fd fd(::openat(root_fd_.get(), std::string(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!fd) {
             if (errno == ENOENT)
                 return std::nullopt;
@@ -108,7 +108,7 @@ private:
 
     class writer final : public attribute_writer {
     public:
-        explicit writer(detail::unique_fd fd) : fd_(std::move(fd)) {}
+        explicit writer(unique_fd fd) : fd_(std::move(fd)) {}
         write_outcome write(std::string_view request) override
         {
             const ssize_t written = ::write(fd_.get(), request.data(), request.size());
@@ -118,25 +118,25 @@ private:
         }
 
     private:
-        detail::unique_fd fd_;
+        unique_fd fd_;
     };
 
     class watch final : public attribute_watch {
     public:
-        watch(detail::unique_fd fd, std::string display) : fd_(std::move(fd)), display_(std::move(display)) {}
+        watch(unique_fd fd, std::string display) : fd_(std::move(fd)), display_(std::move(display)) {}
         [[nodiscard]] int fd() const noexcept override { return fd_.get(); }
         // Only EPOLLPRI: kernfs files are always EPOLLIN|EPOLLOUT, registering those would spin.
         [[nodiscard]] std::uint32_t events() const noexcept override { return EPOLLPRI; }
         std::string rearm() override { return read_at_zero(fd_.get(), display_); }
 
     private:
-        detail::unique_fd fd_;
+        unique_fd fd_;
         std::string display_;
     };
 
-    detail::unique_fd open_at(std::string_view path, int flags, const char* action) const
+    unique_fd open_at(std::string_view path, int flags, const char* action) const
     {
-        detail::unique_fd fd(::openat(root_fd_.get(), std::string(path).c_str(), flags | O_CLOEXEC));
+        unique_fd fd(::openat(root_fd_.get(), std::string(path).c_str(), flags | O_CLOEXEC));
         if (!fd)
             throw detail::errno_error(std::string(action) + " " + display_path(path));
         return fd;
@@ -159,7 +159,7 @@ private:
     }
 
     std::filesystem::path root_;
-    detail::unique_fd root_fd_;
+    unique_fd root_fd_;
 };
 
 } // namespace hugezero

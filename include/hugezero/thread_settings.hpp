@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include <hugezero/cpu_set.hpp>
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/node_id.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero {
 

@@ -1,14 +1,14 @@
 /// @file
-/// @brief The one owner of file descriptors inside hugezero.
-#ifndef HUGEZERO_DETAIL_UNIQUE_FD_HPP
-#define HUGEZERO_DETAIL_UNIQUE_FD_HPP
+/// @brief hugezero::unique_fd: the one owner of file descriptors in hugezero and its tools.
+#ifndef HUGEZERO_UNIQUE_FD_HPP
+#define HUGEZERO_UNIQUE_FD_HPP
 
 #include <cerrno>
 #include <utility>
 
 #include <unistd.h>
 
-namespace hugezero::detail {
+namespace hugezero {
 
 /// Owns one file descriptor and closes it exactly once.
 ///
@@ -18,17 +18,22 @@ namespace hugezero::detail {
 /// and folly's closeNoInt).
 class unique_fd {
 public:
+    /// Holds no descriptor.
     unique_fd() noexcept = default;
+    /// Owns @p fd (-1: none).
     explicit unique_fd(int fd) noexcept : fd_(fd) {}
     unique_fd(const unique_fd&) = delete;
     unique_fd& operator=(const unique_fd&) = delete;
+    /// Takes @p other's descriptor; @p other holds none.
     unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+    /// Closes the descriptor held, then takes @p other's.
     unique_fd& operator=(unique_fd&& other) noexcept
     {
         if (this != &other)
             reset(other.release());
         return *this;
     }
+    /// Closes the descriptor held, if any.
     ~unique_fd() { reset(); }
 
     /// The descriptor, or -1.
@@ -55,6 +60,6 @@ private:
     int fd_ = -1;
 };
 
-} // namespace hugezero::detail
+} // namespace hugezero
 
 #endif

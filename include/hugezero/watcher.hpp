@@ -22,9 +22,9 @@
 #include <unistd.h>
 
 #include <hugezero/backend.hpp>
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero {
 
@@ -284,9 +284,9 @@ private:
 
     machine machine_;
     watcher_options options_;
-    detail::unique_fd epoll_;
-    detail::unique_fd stop_event_;
-    detail::unique_fd timer_;
+    unique_fd epoll_;
+    unique_fd stop_event_;
+    unique_fd timer_;
     std::vector<entry> entries_;
     std::atomic<bool> stopped_{false};
     std::atomic<std::uint64_t> wakeups_{0};

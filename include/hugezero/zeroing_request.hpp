@@ -18,11 +18,12 @@
 #include <unistd.h>
 
 #include <hugezero/detail/deadline.hpp>
-#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/detail/lock_rank.hpp>
 #include <hugezero/detail/worker_group.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/thread_settings.hpp>
+#include <hugezero/unique_fd.hpp>
 #include <hugezero/zeroing.hpp>
 
 namespace hugezero {
@@ -174,9 +175,9 @@ private:
     struct state {
         detail::progress_counters progress;
         std::atomic<bool> done{false};
-        mutable std::mutex mutex;
+        mutable detail::ranked_mutex<> mutex{detail::lock_rank::leaf, "a zeroing_request's state"};
         zeroing_result result;
-        detail::unique_fd done_event;
+        unique_fd done_event;
         std::chrono::steady_clock::time_point started;
 
         // Publishes the result and makes fd() readable.

@@ -21,8 +21,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "hugezerod/client.hpp"
-#include "hugezerod/sockets.hpp"
+#include "hugezerod/listeners.hpp"
+#include "protocol/client.hpp"
 #include "support/subprocess.hpp"
 #include "support/temp_dir.hpp"
 #include "support/threads.hpp"
@@ -43,7 +43,9 @@ inline std::string file_text(const std::filesystem::path& p)
 inline std::string http_get(const std::string& socket, const std::string& path = "/metrics")
 {
     try {
-        auto s = hugezerod::connect_unix(socket, SOCK_STREAM);
+        auto [s, error] = hugezerod::connect_unix(socket, SOCK_STREAM);
+        if (error != 0)
+            return {};
         const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
         if (::send(s.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
             return {};
@@ -112,7 +114,7 @@ public:
 
 private:
     temp_dir dir_;
-    hugezero_tools::owned_fd fd_;
+    hugezero::unique_fd fd_;
     std::string path_;
     std::vector<std::string> messages_;
 };

@@ -205,13 +205,13 @@ TEST_SUITE("daemon")
         REQUIRE(fds_before > 0);
         const auto expect_refusal = [&](const std::string& text, int fd_to_send, int code, const std::string& words) {
             hugezerod::client c(d.socket());
-            REQUIRE(hugezerod::send_packet(c.fd(), text, fd_to_send) == 0);
-            hugezerod::packet in;
-            REQUIRE(hugezerod::receive_packet(c.fd(), protocol::max_reply, in) == 0);
-            const auto r = protocol::parse_reply(in.text);
-            REQUIRE_MESSAGE(std::holds_alternative<protocol::error_reply>(r), in.text);
-            CHECK_MESSAGE(std::get<protocol::error_reply>(r).code == code, in.text);
-            CHECK_MESSAGE(in.text.find(words) != std::string::npos, in.text);
+            REQUIRE(hugezero::send_message(c.fd(), text, fd_to_send) == 0);
+            hugezero::socket_message in;
+            REQUIRE(hugezero::receive_message(c.fd(), protocol::max_reply, in) == 0);
+            const auto r = protocol::parse_reply(in.bytes);
+            REQUIRE_MESSAGE(std::holds_alternative<protocol::error_reply>(r), in.bytes);
+            CHECK_MESSAGE(std::get<protocol::error_reply>(r).code == code, in.bytes);
+            CHECK_MESSAGE(in.bytes.find(words) != std::string::npos, in.bytes);
             CHECK(closed_by_peer(c.fd()));
         };
         expect_refusal("hugezero/1 acquire node=0 page=2M", -1, EINVAL, "acquire needs");
@@ -294,11 +294,11 @@ TEST_SUITE("daemon")
                         if (point == 0)
                             ::raise(SIGKILL);
                         const std::string request = protocol::format(two_mib(bytes));
-                        (void)hugezerod::send_packet(c.fd(), request);
+                        (void)hugezero::send_message(c.fd(), request);
                         if (point == 1)
                             ::raise(SIGKILL);
-                        hugezerod::packet in;
-                        (void)hugezerod::receive_packet(c.fd(), protocol::max_reply, in);
+                        hugezero::socket_message in;
+                        (void)hugezero::receive_message(c.fd(), protocol::max_reply, in);
                         if (point == 2 || in.fds.empty())
                             ::raise(SIGKILL);
                         void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, in.fds.front().get(), 0);
@@ -306,8 +306,8 @@ TEST_SUITE("daemon")
                             static_cast<unsigned char*>(map)[0] = 1;
                         if (point == 3)
                             ::raise(SIGKILL);
-                        const auto lease = std::get<protocol::lease_reply>(protocol::parse_reply(in.text));
-                        (void)hugezerod::send_packet(c.fd(), protocol::format(protocol::release_request{lease.id}));
+                        const auto lease = std::get<protocol::lease_reply>(protocol::parse_reply(in.bytes));
+                        (void)hugezero::send_message(c.fd(), protocol::format(protocol::release_request{lease.id}));
                     } catch (...) {
                     }
                     ::raise(SIGKILL);
@@ -348,7 +348,7 @@ TEST_SUITE("daemon")
             return;
         daemon_process d(small_reservoir);
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
-        hugezero_tools::owned_fd fd;
+        hugezero::unique_fd fd;
         {
             hugezerod::client c(d.socket());
             fd = std::move(c.acquire(two_mib(4 * mib, 0)).fd);

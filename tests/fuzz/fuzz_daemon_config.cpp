@@ -3,7 +3,7 @@
 #include <string>
 
 #include "fuzz.hpp"
-#include "hugezerod/config.hpp"
+#include "hugezerod/config_file.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {

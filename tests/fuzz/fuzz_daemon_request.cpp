@@ -4,7 +4,8 @@
 #include <string>
 
 #include "fuzz.hpp"
-#include "hugezerod/protocol.hpp"
+#include "protocol/replies.hpp"
+#include "protocol/requests.hpp"
 
 namespace protocol = hugezerod::protocol;
 

@@ -256,8 +256,8 @@ void check_vm_runs_on(const std::string& qemu, const hugezero::lease& lease, con
 
     int pair[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
-    hugezero::detail::unique_fd ours(pair[0]);
-    hugezero::detail::unique_fd theirs(pair[1]);
+    hugezero::unique_fd ours(pair[0]);
+    hugezero::unique_fd theirs(pair[1]);
     hugezero::test::temp_dir dir;
     const std::string log = (dir.path() / "qemu.log").string();
     const auto argv = qemu_command(qemu, megabytes, mem_path);

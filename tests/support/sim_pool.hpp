@@ -72,6 +72,12 @@ inline pool_options one_reservoir(const hstate& h, std::uint64_t target_bytes, s
     return options;
 }
 
+// Two nodes, each with 64 free 2 MiB pages (128 MiB) and 4 free 1 GiB pages, all dirty.
+inline sim::machine_builder two_nodes() { return sim::machine_builder().nodes(2).pages(page_2mib, 64).pages(page_1gib, 4); }
+
+// The free pages of @p h on the simulated kernel of @p t.
+inline std::uint64_t free_pages(const sim_pool_machine& t, const hstate& h) { return t.kernel->counts(h).free(); }
+
 template <class T>
 std::string text_of(const T& value)
 {

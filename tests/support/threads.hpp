@@ -6,6 +6,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <future>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -77,6 +78,18 @@ inline bool wait_until(const std::function<bool()>& condition,
             return false;
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
+}
+
+// Runs @p call in another thread and says whether it returned within @p limit (a wait that
+// should return at once must not hang the suite when it does not).
+template <class Call>
+bool returns_within(std::chrono::milliseconds limit, Call call)
+{
+    auto done = std::async(std::launch::async, std::move(call));
+    const bool in_time = done.wait_for(limit) == std::future_status::ready;
+    if (in_time)
+        done.get();
+    return in_time;
 }
 
 } // namespace hugezero::test

@@ -1,8 +1,8 @@
 // Numbers, sizes and durations as the tools read them from command lines and config files:
 // "512", "8G", "2MiB", "70ms". Each parser throws std::invalid_argument saying what is wrong
 // (the caller names the argument or the file, line and key).
-#ifndef HUGEZERO_EXAMPLES_COMMON_UNITS_HPP
-#define HUGEZERO_EXAMPLES_COMMON_UNITS_HPP
+#ifndef HUGEZERO_TOOLS_COMMON_UNITS_HPP
+#define HUGEZERO_TOOLS_COMMON_UNITS_HPP
 
 #include <charconv>
 #include <chrono>

@@ -28,9 +28,8 @@
 
 #include <hugezero/page_size.hpp>
 
-#include "../common/units.hpp"
-#include "../hugezerod/client.hpp"
-#include "../hugezerod/config.hpp"
+#include "common/units.hpp"
+#include "protocol/client.hpp"
 
 namespace {
 
@@ -58,7 +57,7 @@ void place(int fd, int number, const char* what)
 int main(int argc, char** argv)
 {
     CLI::App app{"hugezero-run: runs a command on a lease of pre-zeroed huge-page memory from hugezerod (docs/daemon.md)"};
-    std::string socket = hugezerod::config{}.socket, size_text, page_text = "2M", name;
+    std::string socket = hugezerod::protocol::default_socket, size_text, page_text = "2M", name;
     unsigned node = 0;
     int lease_fd = 3;
     std::optional<int> hold_fd;

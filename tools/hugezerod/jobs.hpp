@@ -2,8 +2,8 @@
 // zero, pages on the spot) and recycles (they look through /proc for the file's holders). A
 // few threads run them in turn; each result comes back to the loop through a queue and an
 // eventfd the loop polls. The loop thread owns everything else.
-#ifndef HUGEZERO_EXAMPLES_HUGEZEROD_JOBS_HPP
-#define HUGEZERO_EXAMPLES_HUGEZEROD_JOBS_HPP
+#ifndef HUGEZERO_TOOLS_HUGEZEROD_JOBS_HPP
+#define HUGEZERO_TOOLS_HUGEZEROD_JOBS_HPP
 
 #include <condition_variable>
 #include <cstdint>
@@ -18,7 +18,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "../common/owned_fd.hpp"
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezerod {
 
@@ -116,7 +116,7 @@ private:
         }
     }
 
-    hugezero_tools::owned_fd wake_;
+    hugezero::unique_fd wake_;
     mutable std::mutex mutex_;
     std::condition_variable_any changed_;
     std::deque<job> queue_;

@@ -7,16 +7,10 @@
 //
 // Exit status: 0; 1 when it cannot run (the message says why); 2 for a bad command line or
 // configuration (the message names the file, line and key).
-#include <chrono>
 #include <csignal>
 #include <functional>
-#include <filesystem>
-#include <cstdio>
-#include <cstdlib>
-#include <iostream>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -24,13 +18,15 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include <hugezero/machine.hpp>
 
-#include "client.hpp"
-#include "config.hpp"
-#include "server.hpp"
+#include "hugezerod/activation.hpp"
+#include "hugezerod/check_command.hpp"
+#include "hugezerod/config_file.hpp"
+#include "hugezerod/logging.hpp"
+#include "hugezerod/server.hpp"
+#include "hugezerod/status_command.hpp"
 
 namespace {
 
@@ -38,37 +34,6 @@ namespace {
 #define HUGEZERO_DEFAULT_CONFIG "/etc/hugezerod/hugezerod.conf"
 #endif
 constexpr const char* default_config = HUGEZERO_DEFAULT_CONFIG; // the install's sysconfdir
-
-void log_line(hugezerod::level l, const std::string& message)
-{
-    // Under systemd (journald on stderr) a "<N>" prefix is the line's priority.
-    static const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
-    const char* word = l == hugezerod::level::error     ? "error: "
-                       : l == hugezerod::level::warning ? "warning: "
-                                                        : "";
-    if (journal)
-        std::fprintf(stderr, "<%d>%s%s\n", static_cast<int>(l), word, message.c_str());
-    else
-        std::fprintf(stderr, "hugezerod: %s%s\n", word, message.c_str());
-}
-
-// The protocol socket: systemd's (socket activation, LISTEN_FDS) or one made at the path.
-hugezero_tools::owned_fd protocol_socket(const hugezerod::config& c, bool& activated)
-{
-    const int n = sd_listen_fds(1);
-    if (n < 0)
-        throw hugezerod::socket_error(std::string("LISTEN_FDS: ") + std::strerror(-n));
-    activated = n > 0;
-    if (n == 0)
-        return hugezerod::listen_unix(c.socket, SOCK_SEQPACKET, c.socket_mode, c.socket_group);
-    if (n > 1)
-        throw hugezerod::socket_error("systemd passed " + std::to_string(n) + " sockets; hugezerod takes one (its .socket unit's ListenSequentialPacket=)");
-    if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_SEQPACKET, 1, nullptr, 0) <= 0)
-        throw hugezerod::socket_error("the socket systemd passed is not a listening Unix SOCK_SEQPACKET socket (ListenSequentialPacket=)");
-    ::fcntl(SD_LISTEN_FDS_START, F_SETFD, FD_CLOEXEC);
-    ::fcntl(SD_LISTEN_FDS_START, F_SETFL, ::fcntl(SD_LISTEN_FDS_START, F_GETFL) | O_NONBLOCK);
-    return hugezero_tools::owned_fd(SD_LISTEN_FDS_START);
-}
 
 int serve(hugezerod::config c, const std::function<void(hugezerod::config&)>& overrides)
 {
@@ -80,7 +45,7 @@ int serve(hugezerod::config c, const std::function<void(hugezerod::config&)>& ov
         sigaddset(&signals, s);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
-    hugezero_tools::owned_fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    hugezero::unique_fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
     // Each lease out is an fd here: the soft limit (often 1024) goes up to the hard one.
     rlimit files{};
     if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
@@ -90,99 +55,18 @@ int serve(hugezerod::config c, const std::function<void(hugezerod::config&)>& ov
     hugezero::machine m = hugezero::machine::open();
     hugezerod::check_against(c, m);
     bool activated = false;
-    hugezero_tools::owned_fd listener = protocol_socket(c, activated);
+    hugezero::unique_fd listener = hugezerod::protocol_socket(c, activated);
     // The socket file it made goes when it ends, whether it served or failed to start (the
     // server's metrics socket likewise); systemd's stays.
     const hugezerod::listening_socket socket_file({}, activated ? std::string() : c.socket);
     hugezerod::server_hooks hooks;
-    hooks.log = log_line;
+    hooks.log = hugezerod::log_to_stderr;
     hooks.notify = [](const std::string& text) { (void)sd_notify(0, text.c_str()); };
     hooks.overrides = overrides;
     {
         hugezerod::server s(std::move(c), std::move(m), std::move(listener), hooks);
         s.run(signal_fd.get());
     }
-    return 0;
-}
-
-int check(const hugezerod::config& c)
-{
-    const hugezero::machine m = hugezero::machine::open();
-    hugezerod::check_against(c, m);
-    if (c.metrics.rfind("tcp:", 0) == 0) {
-        try {
-            (void)hugezerod::tcp_address(c.metrics);
-        } catch (const hugezerod::socket_error& e) {
-            throw hugezerod::config_error(c.file + ": metrics: " + e.what());
-        }
-    }
-    for (const auto& r : c.reservoirs)
-        for (const auto& dir : {r.options.cgroup, r.options.directory})
-            if (!dir.empty() && !std::filesystem::is_directory(dir))
-                throw hugezerod::config_error(c.file + ":" + std::to_string(r.line) + ": [reservoir]: " + dir.string()
-                                              + " is not a directory");
-    std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
-              << c.reservoirs.size() << " reservoirs\n";
-    for (const auto& r : c.reservoirs)
-        std::cout << "  " << hugezero::to_string(r.options.which) << ": target " << r.options.target_bytes << " bytes, floor "
-                  << r.options.floor_pages << " pages" << (r.options.cgroup.empty() ? "" : ", cgroup " + r.options.cgroup.string())
-                  << (r.options.directory.empty() ? "" : ", directory " + r.options.directory.string()) << '\n';
-    return 0;
-}
-
-nlohmann::json as_json(const std::map<std::string, std::string>& words)
-{
-    nlohmann::json out = nlohmann::json::object();
-    for (const auto& [k, v] : words) {
-        if (const auto n = hugezero_tools::parse_number(v))
-            out[k] = *n;
-        else
-            out[k] = v;
-    }
-    return out;
-}
-
-bool all_settled(const hugezerod::protocol::status_reply& s) { return s.daemon.count("filled") != 0 && s.daemon.at("filled") == "1"; }
-
-std::string reservoir_line(const std::map<std::string, std::string>& r)
-{
-    const auto get = [&](const char* k) { return r.count(k) != 0 ? r.at(k) : std::string("?"); };
-    const double target = std::stod(get("target_pages") == "?" ? "0" : get("target_pages"));
-    const double ready = std::stod(get("ready_pages") == "?" ? "0" : get("ready_pages"));
-    char percent[16];
-    std::snprintf(percent, sizeof percent, "%.0f%%", target > 0 ? 100.0 * ready / target : 100.0);
-    return "node" + get("node") + " " + get("page_kib") + "kB: " + get("ready_pages") + "/" + get("target_pages") + " pages ("
-           + percent + "), " + get("state") + ", " + get("leases_out") + " leases out, served " + get("warm_pages_served")
-           + " warm and " + get("cold_pages_served") + " cold pages";
-}
-
-int status(const std::string& socket, bool json, bool wait, std::chrono::nanoseconds timeout)
-{
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    hugezerod::client c(socket, std::chrono::seconds(30));
-    auto s = c.status();
-    while (wait && !all_settled(s)) {
-        for (const auto& r : s.reservoirs)
-            std::cerr << "hugezerod status: filling: " << reservoir_line(r) << '\n';
-        if (std::chrono::steady_clock::now() > deadline) {
-            std::cerr << "hugezerod status: the reservoirs did not fill within the timeout\n";
-            return 1;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(500)); // a poll for a human, not a synchronisation
-        s = c.status();
-    }
-    if (json) {
-        nlohmann::json out{{"daemon", as_json(s.daemon)}, {"reservoirs", nlohmann::json::array()}};
-        for (const auto& r : s.reservoirs)
-            out["reservoirs"].push_back(as_json(r));
-        std::cout << out.dump(2) << '\n';
-        return 0;
-    }
-    const auto get = [&](const char* k) { return s.daemon.count(k) != 0 ? s.daemon.at(k) : std::string("?"); };
-    std::cout << "hugezerod " << get("version") << ": " << (all_settled(s) ? "filled" : "filling") << ", " << get("clients")
-              << " clients, " << get("leases") << " leases, pre-zeroing " << get("prezero") << '\n';
-    for (const auto& r : s.reservoirs)
-        std::cout << "  " << reservoir_line(r) << '\n';
     return 0;
 }
 
@@ -216,7 +100,7 @@ int main(int argc, char** argv)
     }
     try {
         if (status_command->parsed())
-            return status(socket.value_or(hugezerod::config{}.socket), json, wait, hugezero_tools::parse_duration(timeout_text));
+            return hugezerod::status_command(socket.value_or(hugezerod::protocol::default_socket), json, wait, hugezero_tools::parse_duration(timeout_text));
         if (config_file.empty() && ::access(default_config, F_OK) == 0)
             config_file = default_config;
         // The flags override the file, checked as its keys are, and again at each reload.
@@ -230,15 +114,15 @@ int main(int argc, char** argv)
         };
         hugezerod::config c = config_file.empty() ? hugezerod::config{} : hugezerod::load_config(config_file);
         overrides(c);
-        return check_only ? check(c) : serve(std::move(c), overrides);
+        return check_only ? hugezerod::check_command(c) : serve(std::move(c), overrides);
     } catch (const hugezerod::config_error& e) {
-        log_line(hugezerod::level::error, e.what());
+        hugezerod::log_to_stderr(hugezerod::level::error, e.what());
         return 2;
     } catch (const std::invalid_argument& e) {
-        log_line(hugezerod::level::error, e.what());
+        hugezerod::log_to_stderr(hugezerod::level::error, e.what());
         return 2;
     } catch (const std::exception& e) {
-        log_line(hugezerod::level::error, e.what());
+        hugezerod::log_to_stderr(hugezerod::level::error, e.what());
         return 1;
     }
 }

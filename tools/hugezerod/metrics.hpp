@@ -2,8 +2,8 @@
 // with its # HELP and # TYPE lines, reservoirs labelled by node and page size. Served over
 // HTTP on a Unix socket or a loopback TCP port (server.hpp); `curl --unix-socket PATH
 // http://localhost/metrics` reads them.
-#ifndef HUGEZERO_EXAMPLES_HUGEZEROD_METRICS_HPP
-#define HUGEZERO_EXAMPLES_HUGEZEROD_METRICS_HPP
+#ifndef HUGEZERO_TOOLS_HUGEZEROD_METRICS_HPP
+#define HUGEZERO_TOOLS_HUGEZEROD_METRICS_HPP
 
 #include <chrono>
 #include <cstdint>
@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <hugezero/pool_statistics.hpp>
+
+#include "protocol/replies.hpp"
 
 namespace hugezerod {
 
@@ -56,17 +58,6 @@ private:
     const char* name_;
 };
 
-inline std::string state_word(hugezero::reservoir_state s)
-{
-    std::ostringstream out;
-    out << s;
-    std::string w = out.str();
-    for (char& c : w)
-        if (c == ' ')
-            c = '_';
-    return w;
-}
-
 } // namespace detail_metrics
 
 /// The reservoir's labels: `node="0",page_size="2MiB"`.
@@ -99,7 +90,7 @@ inline std::string metrics_text(const std::vector<hugezero::reservoir_statistics
     {
         family_writer w(out, "hugezero_reservoir_state", "gauge", "1 for what the refill is doing now.");
         for (const auto& s : reservoirs)
-            w.sample(reservoir_labels(s) + ",state=\"" + detail_metrics::state_word(s.state) + "\"", 1);
+            w.sample(reservoir_labels(s) + ",state=\"" + protocol::word(s.state) + "\"", 1);
     }
     per_reservoir("hugezero_leases_out", "gauge", "Leases made and not yet closed, wherever they are.",
                   [](const stats& s) { return double(s.leases_out); });

@@ -1,7 +1,7 @@
 // Who is on the other end of a Unix socket (SO_PEERCRED, SO_PEERGROUPS), and whether the
 // configuration lets them in.
-#ifndef HUGEZERO_EXAMPLES_HUGEZEROD_PEER_HPP
-#define HUGEZERO_EXAMPLES_HUGEZEROD_PEER_HPP
+#ifndef HUGEZERO_TOOLS_HUGEZEROD_PEER_HPP
+#define HUGEZERO_TOOLS_HUGEZEROD_PEER_HPP
 
 #include <algorithm>
 #include <string>
@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "config.hpp"
+#include "hugezerod/config.hpp"
 
 namespace hugezerod {
 

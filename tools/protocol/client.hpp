@@ -1,22 +1,45 @@
 // A client of hugezerod: connect, acquire (the lease's fd), release, status, hold. hugezero-run,
 // `hugezerod status`, the tests and bench_daemon use it; docs/daemon.md shows the same
 // exchange in C for VMMs that do not include hugezero.
-#ifndef HUGEZERO_EXAMPLES_HUGEZEROD_CLIENT_HPP
-#define HUGEZERO_EXAMPLES_HUGEZEROD_CLIENT_HPP
+#ifndef HUGEZERO_TOOLS_PROTOCOL_CLIENT_HPP
+#define HUGEZERO_TOOLS_PROTOCOL_CLIENT_HPP
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 
-#include "protocol.hpp"
-#include "sockets.hpp"
-#include "transport.hpp"
+#include <hugezero/socket_message.hpp>
+#include <hugezero/unique_fd.hpp>
+
+#include "protocol/replies.hpp"
+#include "protocol/requests.hpp"
 
 namespace hugezerod {
+
+/// Connects to the Unix socket @p path of @p type (the daemon's: SOCK_SEQPACKET).
+/// @return the socket, or the errno of socket() or connect() (ENAMETOOLONG for a path longer
+/// than a Unix socket's).
+inline std::pair<hugezero::unique_fd, int> connect_unix(const std::string& path, int type = SOCK_SEQPACKET)
+{
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.size() >= sizeof a.sun_path)
+        return {hugezero::unique_fd(), ENAMETOOLONG};
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    hugezero::unique_fd s(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+    if (!s)
+        return {hugezero::unique_fd(), errno};
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
+        return {hugezero::unique_fd(), errno};
+    return {std::move(s), 0};
+}
 
 /// The daemon refused a request (or could not be reached): the errno and its sentence.
 class client_error : public std::runtime_error {
@@ -31,7 +54,7 @@ private:
 /// A lease received from the daemon.
 struct granted_lease {
     protocol::lease_reply info;
-    hugezero_tools::owned_fd fd;
+    hugezero::unique_fd fd;
 };
 
 /// One connection to the daemon. Its leases go back to the daemon when it closes (unless
@@ -43,11 +66,11 @@ public:
     explicit client(std::string socket_path, std::chrono::milliseconds timeout = std::chrono::milliseconds(0))
         : path_(std::move(socket_path)), timeout_(timeout)
     {
-        try {
-            socket_ = connect_unix(path_);
-        } catch (const socket_error& e) {
-            throw client_error(errno, std::string("hugezerod at ") + e.what());
-        }
+        auto [socket, error] = connect_unix(path_);
+        if (error != 0)
+            throw client_error(error, "hugezerod at " + path_ + ": cannot connect: " + std::strerror(error)
+                                          + (error == ENOENT || error == ECONNREFUSED ? " (is hugezerod running?)" : ""));
+        socket_ = std::move(socket);
         if (timeout.count() > 0) {
             const timeval t{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
             (void)::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
@@ -88,17 +111,17 @@ public:
         return expect<protocol::held_reply>(round_trip(protocol::format(protocol::hold_request{}), nullptr)).leases;
     }
 
-    /// Sends @p text as it is (tests send malformed requests) and returns the reply's packet.
-    packet exchange(std::string_view text)
+    /// Sends @p text as it is (tests send malformed requests) and returns the reply.
+    hugezero::socket_message exchange(std::string_view text)
     {
-        packet in;
-        if (const int error = send_packet(socket_.get(), text); error != 0) {
+        hugezero::socket_message in;
+        if (const int error = hugezero::send_message(socket_.get(), text); error != 0) {
             // A daemon that refused the connection has said why, and stopped reading.
-            if (receive_packet(socket_.get(), protocol::max_reply, in, MSG_DONTWAIT) == 0 && !in.text.empty())
+            if (hugezero::receive_message(socket_.get(), protocol::max_reply, in, MSG_DONTWAIT) == 0 && !in.bytes.empty())
                 return in;
             throw client_error(error, path_ + ": cannot send: " + std::strerror(error));
         }
-        if (const int error = receive_packet(socket_.get(), protocol::max_reply, in); error != 0) {
+        if (const int error = hugezero::receive_message(socket_.get(), protocol::max_reply, in); error != 0) {
             if (error == EAGAIN) // SO_RCVTIMEO
                 throw client_error(ETIMEDOUT, path_ + ": no reply within " + std::to_string(timeout_.count()) + " ms");
             throw client_error(error, path_ + ": cannot receive: " + std::strerror(error));
@@ -115,14 +138,14 @@ private:
         throw client_error(EBADMSG, path_ + ": the daemon's reply does not answer the request");
     }
 
-    protocol::reply round_trip(const std::string& text, hugezero_tools::owned_fd* fd)
+    protocol::reply round_trip(const std::string& text, hugezero::unique_fd* fd)
     {
-        packet in = exchange(text);
+        hugezero::socket_message in = exchange(text);
         if (in.end)
             throw client_error(ECONNRESET, path_ + ": the daemon closed the connection");
         protocol::reply r;
         try {
-            r = protocol::parse_reply(in.text);
+            r = protocol::parse_reply(in.bytes);
         } catch (const std::runtime_error& e) {
             throw client_error(EBADMSG, path_ + ": " + e.what());
         }
@@ -135,7 +158,7 @@ private:
 
     std::string path_;
     std::chrono::milliseconds timeout_;
-    hugezero_tools::owned_fd socket_;
+    hugezero::unique_fd socket_;
 };
 
 } // namespace hugezerod

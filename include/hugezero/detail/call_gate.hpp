@@ -6,6 +6,8 @@
 #include <condition_variable>
 #include <mutex>
 
+#include <hugezero/detail/lock_rank.hpp>
+
 namespace hugezero::detail {
 
 /// Something a worker does in the kernel on the machine's CPUs (a zeroing write, a refill step)
@@ -70,8 +72,8 @@ public:
     }
 
 private:
-    mutable std::mutex mutex_;
-    std::condition_variable idle_;
+    mutable ranked_mutex<> mutex_{lock_rank::call_gate, "a call_gate"};
+    std::condition_variable_any idle_;
     bool closed_ = false;
     bool in_call_ = false;
 };

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <hugezero/detail/deadline.hpp>
+#include <hugezero/detail/lock_rank.hpp>
 
 namespace hugezero::detail {
 
@@ -98,7 +99,7 @@ public:
         friend class guarded;
         explicit basic_guard(guarded& owner) : owner_(&owner), lock_(owner.mutex_) {}
         guarded* owner_;
-        std::unique_lock<std::mutex> lock_;
+        std::unique_lock<ranked_mutex<>> lock_;
     };
 
     /// The state, to read and change.
@@ -106,9 +107,9 @@ public:
     /// The state, to read only.
     using read_guard = basic_guard<false>;
 
-    /// Builds the state from @p args.
+    /// Builds the state from @p args, behind a mutex of @p rank named @p name.
     template <class... Args>
-    explicit guarded(Args&&... args) : value_(std::forward<Args>(args)...)
+    explicit guarded(lock_rank rank, const char* name, Args&&... args) : mutex_(rank, name), value_(std::forward<Args>(args)...)
     {
     }
     guarded(const guarded&) = delete;
@@ -120,7 +121,7 @@ public:
     [[nodiscard]] read_guard observe() const { return read_guard(const_cast<guarded&>(*this)); }
 
 private:
-    mutable std::mutex mutex_;
+    mutable ranked_mutex<> mutex_;
     std::condition_variable_any changed_;
     std::uint64_t epoch_ = 0;
     T value_;

@@ -23,10 +23,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/detail/zero_memory.hpp>
 #include <hugezero/node_id.hpp>
 #include <hugezero/page_size.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::detail {
 

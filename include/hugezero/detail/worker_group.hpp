@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <hugezero/detail/call_gate.hpp>
+#include <hugezero/detail/lock_rank.hpp>
 #include <hugezero/machine.hpp>
 #include <hugezero/node_id.hpp>
 #include <hugezero/thread_settings.hpp>
@@ -229,7 +230,7 @@ private:
         context.started(); // start() is still waiting for a worker that ended early
     }
 
-    mutable std::mutex mutex_;
+    mutable ranked_mutex<> mutex_{lock_rank::worker_group, "worker_group"};
     std::vector<setting_failure> failures_; // under mutex_
     std::vector<pausable*> enrolled_;       // under mutex_
     std::atomic<bool> paused_{false};

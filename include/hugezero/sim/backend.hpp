@@ -18,11 +18,11 @@
 
 #include <hugezero/backend.hpp>
 #include <hugezero/detail/signal_counter.hpp>
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/sim/hugetlb_files.hpp>
 #include <hugezero/sim/kernel.hpp>
 #include <hugezero/sim/sysfs_view.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::sim {
 
@@ -74,7 +74,7 @@ public:
     {
         if (const int error = view_.check_open(path, operation::read))
             throw detail::system_error(error, "open for watching " + display_path(path));
-        detail::unique_fd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        unique_fd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!event)
             throw detail::errno_error("eventfd for watching " + display_path(path));
         const int fd = event.get();
@@ -121,7 +121,7 @@ private:
 
     class watch final : public attribute_watch {
     public:
-        watch(sysfs_view view, std::string path, detail::unique_fd event, kernel::subscription subscription)
+        watch(sysfs_view view, std::string path, unique_fd event, kernel::subscription subscription)
             : view_(std::move(view)), path_(std::move(path)), event_(std::move(event)), subscription_(std::move(subscription))
         {
         }
@@ -140,7 +140,7 @@ private:
     private:
         sysfs_view view_;
         std::string path_;
-        detail::unique_fd event_;
+        unique_fd event_;
         kernel::subscription subscription_; // declared after event_: unsubscribed before the fd closes
     };
 

@@ -35,121 +35,15 @@
 #include <hugezero/detail/deadline.hpp>
 #include <hugezero/detail/file_holders.hpp>
 #include <hugezero/detail/hugetlb_file.hpp>
+#include <hugezero/detail/lock_rank.hpp>
 #include <hugezero/detail/parse.hpp>
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/hstate.hpp>
+#include <hugezero/sim/kernel_types.hpp>
+#include <hugezero/unique_fd.hpp>
 
 /// The simulated kernel: test VMM code against the pre-zeroing ABI without a patched kernel.
 namespace hugezero::sim {
-
-/// What a write of `x` larger than the zeroable count does (ABI.md §3 leaves it open).
-enum class out_of_range_policy {
-    einval, ///< The write fails with `EINVAL` and zeroes nothing (the sibling stores' convention).
-    clamp,  ///< The write zeroes what there is and succeeds.
-};
-
-/// What a signal does to a zeroing write in progress (ABI.md §3 leaves it open). In every case
-/// the kernel notices the signal only between pages.
-enum class signal_policy {
-    eintr,           ///< The write stops and fails with `EINTR`.
-    restart,         ///< The write restarts from the beginning (`-ERESTARTSYS` with `SA_RESTART`).
-    partial_success, ///< The write stops and returns the full count, like `nr_hugepages` does.
-};
-
-/// How the simulated kernel spends a page's zeroing time.
-enum class work_mode {
-    wait,   ///< Sleep for the page's cost: cheap on CPU, exact in time.
-    memset, ///< memset() the page's bytes (over a capped buffer), then sleep out any remaining cost.
-};
-
-/// A fault-injection target: which operation on an attribute fails.
-enum class operation {
-    open,  ///< Opening the attribute (for reading, writing or watching).
-    read,  ///< Reading it.
-    write, ///< Writing a request to it.
-};
-
-/// A hugetlb file operation, for fault injection (kernel::fail_next(file_operation, ...)).
-enum class file_operation {
-    create,   ///< Creating a file (memfd_create).
-    allocate, ///< Allocating pages (fallocate).
-    map,      ///< Mapping a file to fault its pages in (mmap).
-    populate, ///< Faulting pages in (`MADV_POPULATE_WRITE`).
-    resize,   ///< Setting a file's size (ftruncate).
-    stat,     ///< Counting a file's pages (fstat).
-    bind,     ///< Binding a thread's memory to a node (set_mempolicy).
-    scrub,    ///< Writing zeros to a file's pages from user space (a recycled file's scrub).
-    reopen,   ///< Opening a file anew (a lease's own description, through /proc/self/fd).
-    lease,    ///< Asking whether a description is a file's last reference (F_SETLEASE).
-};
-
-/// Where a simulated hugetlb file's pages are (kernel::file_layout()).
-struct page_layout {
-    std::uint64_t size_pages = 0;                    ///< The file's size, in pages.
-    std::map<node_id, std::uint64_t> pages_per_node; ///< The pages it holds, per node (a hole holds none).
-};
-
-/// What the simulated kernel did with hugetlb files since it was built: the ground truth pool
-/// tests compare the pool's statistics with.
-struct file_statistics {
-    std::uint64_t files_created = 0;   ///< Files created.
-    std::uint64_t files_open = 0;      ///< Files still referred to by some descriptor.
-    std::uint64_t pages_in_files = 0;  ///< Pages those files hold now.
-    std::uint64_t pages_allocated = 0; ///< Pages ever added to files (allocate and populate).
-    std::uint64_t pages_scrubbed = 0;  ///< File pages zeroed from user space (scrub).
-    std::uint64_t pages_returned = 0;  ///< Pages given back (resize down, last close).
-    std::uint64_t calls = 0;           ///< File operations so far, also those that failed.
-    std::uint64_t calls_failed = 0;    ///< Of those, failed by fault injection.
-    /// The most pages of one file the kernel was zeroing at the same moment: 1 when its
-    /// allocations were serialised (fallocate()s hold the inode lock), more when populates ran
-    /// beside them.
-    unsigned most_pages_zeroing_in_one_file = 0;
-    /// The most file pages the kernel was zeroing at the same moment, in any files.
-    unsigned most_pages_zeroing = 0;
-    /// File pages the kernel is zeroing right now.
-    unsigned pages_zeroing_now = 0;
-};
-
-/// Pages of one hstate by state. Every page is in exactly one state.
-struct page_counts {
-    std::uint64_t dirty = 0;   ///< Free and not zeroed: what `zeroable_hugepages` reports.
-    std::uint64_t zeroed = 0;  ///< Free and already zeroed.
-    std::uint64_t zeroing = 0; ///< Free and being zeroed by a writer right now.
-    std::uint64_t in_use = 0;  ///< Allocated to a consumer.
-    std::uint64_t surplus = 0; ///< Reported as `surplus_hugepages` (not otherwise modelled).
-
-    /// `free_hugepages`: every free page, zeroed or not.
-    [[nodiscard]] std::uint64_t free() const noexcept { return dirty + zeroed + zeroing; }
-    /// `nr_hugepages`: every page.
-    [[nodiscard]] std::uint64_t total() const noexcept { return free() + in_use; }
-};
-
-/// What the simulated kernel did for one hstate since it was built: the ground truth tests
-/// compare hugezero's own statistics with.
-struct zeroing_statistics {
-    std::uint64_t pages_zeroed_by_writes = 0;     ///< Pages zeroed through `zeroable_hugepages`.
-    std::uint64_t pages_zeroed_on_allocation = 0; ///< Dirty pages a consumer had to zero itself.
-    std::uint64_t writes = 0;                     ///< Writes that passed the range check (restarts included).
-    std::uint64_t writes_rejected = 0;            ///< Writes above the zeroable count (`EINVAL`); malformed ones are not counted.
-    std::uint64_t writes_interrupted = 0;         ///< Writes cut short by a signal.
-    std::uint64_t writes_restarted = 0;           ///< Writes restarted after a signal.
-    /// Pages that writes were asked for but found taken, by consumers allocating dirty pages or
-    /// by other writers, before they got to them: such a write ends early and still succeeds.
-    std::uint64_t pages_short_in_writes = 0;
-    std::uint64_t notifications = 0;              ///< Notifications sent.
-    std::uint64_t notifications_suppressed = 0;   ///< Notifications dropped by the rate limit.
-};
-
-/// What allocate() handed out.
-struct allocation {
-    std::uint64_t pages = 0;              ///< Pages now in use by the consumer.
-    std::uint64_t zeroed_on_the_spot = 0; ///< Of those, pages that were dirty and zeroed in the caller.
-};
-
-/// Asks, between pages, whether the writer has a signal pending (consuming it). The in-process
-/// backend answers from hugezero's signal handler; the FUSE emulator from FUSE_INTERRUPT.
-using interrupt_probe = std::function<bool()>;
 
 /// The simulated kernel: N nodes by page sizes, each hstate with free-dirty, free-zeroed,
 /// being-zeroed and in-use pages, behaving as ABI.md §3 describes the pre-zeroing ABI.
@@ -481,28 +375,7 @@ public:
     /// sees when the last copy of it is closed (also one sent to another process): the file
     /// then goes and its pages come back dirty, as the real kernel does when the last reference
     /// to a file goes. Such a descriptor cannot be mapped: a simulated lease is never mapped.
-    int create_file(page_size size)
-    {
-        const std::lock_guard lock(mutex_);
-        reap_locked();
-        if (const auto error = take_file_fault_locked(file_operation::create))
-            return -*error;
-        int ends[2];
-        if (::pipe2(ends, O_CLOEXEC) != 0)
-            return -errno;
-        detail::unique_fd reader(ends[0]);
-        struct stat st {};
-        if (::fstat(ends[1], &st) != 0) {
-            const int error = errno;
-            ::close(ends[1]);
-            return -error;
-        }
-        auto f = std::make_unique<file>(size);
-        f->reader = std::move(reader);
-        files_.emplace(file_key{st.st_dev, st.st_ino}, std::move(f));
-        ++file_stats_.files_created;
-        return ends[1];
-    }
+    int create_file(page_size size);
 
     /// fallocate() of pages [@p first, @p first + @p count) of the file behind @p fd: each
     /// missing page is taken from @p node (none: the first node with a free page), zeroed pages
@@ -510,37 +383,13 @@ public:
     /// lock); @p interrupted is asked before each page. 0, `ENOSPC`, `EINTR` (the pages done
     /// stay, past the end), `EBADF` for a descriptor that is not a file of this kernel.
     int allocate_file_pages(int fd, std::optional<node_id> node, std::uint64_t first, std::uint64_t count,
-                            const interrupt_probe& interrupted)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::allocate, f))
-            return error;
-        const std::lock_guard inode(f->inode_lock);
-        for (std::uint64_t index = first; index < first + count; ++index) {
-            if (interrupted && interrupted())
-                return EINTR;
-            if (const int error = add_page(*f, index, node))
-                return error;
-        }
-        const std::lock_guard lock(mutex_);
-        f->size_pages = std::max(f->size_pages, first + count);
-        return 0;
-    }
+                            const interrupt_probe& interrupted);
 
     /// Mapping @p pages pages of the file behind @p fd, to fault them in (mmap): 0, `EBADF`, or
     /// a planned `map` fault. As in the kernel, it takes the file's inode lock (so it waits for
     /// an allocate_file_pages() in progress) and the memory-map lock exclusively (so it waits
     /// for every populate_file_pages() in progress).
-    int map_file(int fd, std::uint64_t pages)
-    {
-        (void)pages;
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::map, f))
-            return error;
-        const std::lock_guard inode(f->inode_lock);
-        const std::unique_lock map(mmap_lock_);
-        return 0;
-    }
+    int map_file(int fd, std::uint64_t pages);
     /// Unmapping a file (munmap): the memory-map lock, exclusively.
     void unmap_file() { const std::unique_lock map(mmap_lock_); }
 
@@ -549,174 +398,61 @@ public:
     /// lock shared instead of the inode lock, so calls on one file run in parallel with each
     /// other and with an allocate_file_pages(); signals do not interrupt them. 0, `ENOSPC`,
     /// `EFAULT` for a range past the file's size, `EBADF`.
-    int populate_file_pages(int fd, std::optional<node_id> node, std::uint64_t first, std::uint64_t count)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::populate, f))
-            return error;
-        const std::shared_lock map(mmap_lock_);
-        {
-            const std::lock_guard lock(mutex_);
-            if (first + count > f->size_pages)
-                return EFAULT;
-        }
-        for (std::uint64_t index = first; index < first + count; ++index)
-            if (const int error = add_page(*f, index, node))
-                return error;
-        return 0;
-    }
+    int populate_file_pages(int fd, std::optional<node_id> node, std::uint64_t first, std::uint64_t count);
 
     /// ftruncate() of the file behind @p fd to @p pages: pages at or past it come back dirty.
-    int resize_file(int fd, std::uint64_t pages)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::resize, f))
-            return error;
-        const std::lock_guard lock(mutex_);
-        f->size_pages = pages;
-        release_pages_locked(*f, f->pages.lower_bound(pages), f->pages.end());
-        return 0;
-    }
+    int resize_file(int fd, std::uint64_t pages);
 
     /// Writing zeros to pages [@p first, @p first + @p count) of the file behind @p fd from user
     /// space, through a mapping: the pages' zeroing time in the calling thread, after which they
     /// hold no tenant's data. 0, `EFAULT` for a page the file does not hold, `EBADF`, or a
     /// planned `scrub` fault.
-    int scrub_file_pages(int fd, std::uint64_t first, std::uint64_t count)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::scrub, f))
-            return error;
-        {
-            const std::lock_guard lock(mutex_);
-            for (std::uint64_t index = first; index < first + count; ++index)
-                if (f->pages.count(index) == 0)
-                    return EFAULT;
-        }
-        spend(f->size, count);
-        const std::lock_guard lock(mutex_);
-        f->written.erase(f->written.lower_bound(first), f->written.lower_bound(first + count));
-        file_stats_.pages_scrubbed += count;
-        return 0;
-    }
+    int scrub_file_pages(int fd, std::uint64_t first, std::uint64_t count);
 
     /// Another description of the file behind @p fd (a pipe's write end opened anew through
     /// /proc/self/fd): a descriptor, or -errno (`EBADF`, a planned `reopen` fault).
-    int reopen_file(int fd)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::reopen, f))
-            return -error;
-        return detail::reopen_file(fd, O_WRONLY);
-    }
+    int reopen_file(int fd);
 
     /// Whether @p fd is the last reference to its file, as a write lease would tell: 0, or
     /// `EBUSY` with @p holder naming another descriptor (a search of /proc: no process but this
     /// one and its children can reach the kernel's pipes), `EBADF`, or a planned `lease` fault.
-    int sole_file_reference(int fd, std::string& holder)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::lease, f))
-            return error;
-        holder = detail::find_other_holders(fd, {file_reader(fd)}).holder;
-        return holder.empty() ? 0 : EBUSY;
-    }
+    int sole_file_reference(int fd, std::string& holder);
 
     /// The descriptor the kernel keeps for the file behind @p fd (the read end of its pipe), or
     /// -1 if @p fd is not a file of this kernel. Not a file operation.
-    [[nodiscard]] int file_reader(int fd)
-    {
-        const std::lock_guard lock(mutex_);
-        const file* f = find_file_locked(fd);
-        return f != nullptr ? f->reader.get() : -1;
-    }
+    [[nodiscard]] int file_reader(int fd);
 
     /// A tenant writes to every page the file behind @p fd holds: they are no longer zero
     /// until scrubbed (or freed and zeroed again). Not a file operation (no fault injection):
     /// for tests of recycling. @throws std::invalid_argument if @p fd is not a file of this kernel.
-    void write_file_pages(int fd)
-    {
-        const std::lock_guard lock(mutex_);
-        file& f = file_for_test_locked(fd);
-        for (const auto& [index, node] : f.pages)
-            f.written.insert(index);
-    }
+    void write_file_pages(int fd);
 
     /// How many pages of the file behind @p fd hold a tenant's data (written since they were
     /// allocated or last scrubbed). @throws std::invalid_argument if @p fd is not a file of this
     /// kernel.
-    [[nodiscard]] std::uint64_t written_file_pages(int fd)
-    {
-        const std::lock_guard lock(mutex_);
-        return file_for_test_locked(fd).written.size();
-    }
+    [[nodiscard]] std::uint64_t written_file_pages(int fd);
 
     /// The pages the file behind @p fd holds (also past its end), or the errno.
-    std::pair<std::uint64_t, int> file_page_count(int fd)
-    {
-        file* f = nullptr;
-        if (const int error = begin_file_call(fd, file_operation::stat, f))
-            return {0, error};
-        const std::lock_guard lock(mutex_);
-        return {f->pages.size(), 0};
-    }
+    std::pair<std::uint64_t, int> file_page_count(int fd);
 
     /// The file behind @p fd: its size in pages and, per node, the pages it holds there. Not a
     /// file operation (no fault injection): for tests that check placement.
     /// @throws std::invalid_argument if @p fd is not a file of this kernel.
-    [[nodiscard]] page_layout file_layout(int fd)
-    {
-        const std::lock_guard lock(mutex_);
-        const file* f = find_file_locked(fd);
-        if (f == nullptr)
-            throw std::invalid_argument("hugezero::sim: fd " + std::to_string(fd) + " is not a simulated hugetlb file");
-        std::map<node_id, std::uint64_t> nodes;
-        for (const auto& [index, node] : f->pages)
-            ++nodes[node];
-        return {f->size_pages, nodes};
-    }
+    [[nodiscard]] page_layout file_layout(int fd);
 
     /// Whether binding a thread to @p node may succeed now: consumes a planned `bind` fault.
     /// 0, the planned errno, or `EINVAL` for a node without memory.
-    int check_binding(node_id node)
-    {
-        const std::lock_guard lock(mutex_);
-        reap_locked();
-        if (const auto error = take_file_fault_locked(file_operation::bind))
-            return *error;
-        const bool has_memory = std::any_of(config_.nodes.begin(), config_.nodes.end(),
-                                            [&](const node_config& n) { return n.id == node && n.has_memory; });
-        return has_memory ? 0 : EINVAL;
-    }
+    int check_binding(node_id node);
 
     /// What the kernel did with hugetlb files so far (files whose last descriptor was closed
     /// are noticed first).
-    [[nodiscard]] file_statistics file_stats()
-    {
-        const std::lock_guard lock(mutex_);
-        reap_locked();
-        file_statistics s = file_stats_;
-        s.files_open = files_.size();
-        s.pages_zeroing_now = file_pages_zeroing_;
-        s.pages_in_files = 0;
-        for (const auto& [key, f] : files_)
-            s.pages_in_files += f->pages.size();
-        return s;
-    }
+    [[nodiscard]] file_statistics file_stats();
 
     /// The next @p times file operations @p op fail with @p error.
-    void fail_next(file_operation op, int error, unsigned times = 1)
-    {
-        const std::lock_guard lock(mutex_);
-        file_faults_[op] = {error, times};
-    }
+    void fail_next(file_operation op, int error, unsigned times = 1);
     /// The file operation number @p nth from now (0: the next one), whatever it is, fails with
     /// @p error: walk @p nth from 0 up to make every call of a scenario fail in turn.
-    void fail_file_call(std::uint64_t nth, int error)
-    {
-        const std::lock_guard lock(mutex_);
-        nth_file_fault_ = {file_stats_.calls + nth, error};
-    }
+    void fail_file_call(std::uint64_t nth, int error);
 
     // ----- notifications -----
 
@@ -793,149 +529,38 @@ private:
     struct file {
         explicit file(page_size s) : size(s) {}
         page_size size;
-        detail::unique_fd reader;            // POLLHUP once every copy of the write end is closed
+        unique_fd reader;            // POLLHUP once every copy of the write end is closed
         std::uint64_t size_pages = 0;        // st_size in pages; under mutex_
         std::map<std::uint64_t, node_id> pages; // allocated pages by index; under mutex_
         std::set<std::uint64_t> written;     // pages holding a tenant's data; under mutex_
         std::set<std::uint64_t> adding;      // indices being allocated right now; under mutex_
         unsigned zeroing = 0;                // pages being zeroed right now; under mutex_
-        std::mutex inode_lock;               // held by allocate_file_pages() for its whole call
+        detail::ranked_mutex<> inode_lock{detail::lock_rank::sim_inode, "a simulated file's inode lock"}; // held by allocate_file_pages() for its whole call
     };
     using file_key = std::pair<dev_t, ino_t>;
 
     // Finds the file, counts the call, and consumes a planned fault; 0 or the errno.
-    int begin_file_call(int fd, file_operation op, file*& f)
-    {
-        const std::lock_guard lock(mutex_);
-        reap_locked();
-        if (const auto error = take_file_fault_locked(op))
-            return *error;
-        f = find_file_locked(fd);
-        return f != nullptr ? 0 : EBADF;
-    }
+    int begin_file_call(int fd, file_operation op, file*& f);
 
-    file* find_file_locked(int fd)
-    {
-        struct stat st {};
-        if (::fstat(fd, &st) != 0)
-            return nullptr;
-        const auto it = files_.find({st.st_dev, st.st_ino});
-        return it == files_.end() ? nullptr : it->second.get();
-    }
+    file* find_file_locked(int fd);
 
-    file& file_for_test_locked(int fd)
-    {
-        file* f = find_file_locked(fd);
-        if (f == nullptr)
-            throw std::invalid_argument("hugezero::sim: fd " + std::to_string(fd) + " is not a simulated hugetlb file");
-        return *f;
-    }
+    file& file_for_test_locked(int fd);
 
-    std::optional<int> take_file_fault_locked(file_operation op)
-    {
-        const std::uint64_t call = file_stats_.calls++;
-        std::optional<int> error;
-        if (nth_file_fault_ && nth_file_fault_->first == call) {
-            error = nth_file_fault_->second;
-            nth_file_fault_.reset();
-        } else if (const auto it = file_faults_.find(op); it != file_faults_.end()) {
-            error = it->second.error;
-            if (--it->second.remaining == 0)
-                file_faults_.erase(it);
-        }
-        if (error)
-            ++file_stats_.calls_failed;
-        return error;
-    }
+    std::optional<int> take_file_fault_locked(file_operation op);
 
     // Adds page @p index to @p f unless it is there: a free page of @p node (or of the first node
     // that has one), zeroed first; a dirty one is zeroed here, outside the kernel's lock.
-    int add_page(file& f, std::uint64_t index, std::optional<node_id> node)
-    {
-        std::unique_lock lock(mutex_);
-        if (f.pages.count(index) != 0 || !f.adding.insert(index).second)
-            return 0; // there, or another caller is adding it (the fault mutex)
-        hstate_state* from = nullptr;
-        for (;;) {
-            bool busy = false;
-            from = pick_free_locked(f.size, node, busy);
-            if (from != nullptr || !busy)
-                break;
-            zeroing_done_.wait(lock); // only pages being zeroed by writers: wait, as consumers do
-        }
-        if (from == nullptr) {
-            f.adding.erase(index);
-            return ENOSPC;
-        }
-        const bool dirty = from->pages.zeroed == 0;
-        (dirty ? from->pages.dirty : from->pages.zeroed) -= 1;
-        ++from->pages.in_use;
-        from->stats.pages_zeroed_on_allocation += dirty ? 1 : 0;
-        file_stats_.most_pages_zeroing_in_one_file = std::max(file_stats_.most_pages_zeroing_in_one_file, ++f.zeroing);
-        file_stats_.most_pages_zeroing = std::max(file_stats_.most_pages_zeroing, ++file_pages_zeroing_);
-        lock.unlock();
-        spend(f.size, dirty ? 1 : 0);
-        lock.lock();
-        --f.zeroing;
-        --file_pages_zeroing_;
-        f.adding.erase(index);
-        f.pages.emplace(index, from->node);
-        ++file_stats_.pages_allocated;
-        return 0;
-    }
+    int add_page(file& f, std::uint64_t index, std::optional<node_id> node);
 
     // The hstate a new page of @p size comes from: @p node's, or the first node's with a free
     // page; null if none has one (@p busy: some have pages being zeroed by writers).
-    hstate_state* pick_free_locked(page_size size, std::optional<node_id> node, bool& busy)
-    {
-        for (auto& [h, s] : hstates_) {
-            if (h.size != size || (node && h.node != *node) || offline_.count(h.node) != 0)
-                continue;
-            if (s.pages.zeroed + s.pages.dirty > 0)
-                return &s;
-            busy = busy || s.pages.zeroing > 0;
-        }
-        return nullptr;
-    }
+    hstate_state* pick_free_locked(page_size size, std::optional<node_id> node, bool& busy);
 
     void release_pages_locked(file& f, std::map<std::uint64_t, node_id>::iterator from,
-                              std::map<std::uint64_t, node_id>::iterator to)
-    {
-        std::map<node_id, std::uint64_t> returned;
-        for (auto it = from; it != to; ++it) {
-            ++returned[it->second];
-            f.written.erase(it->first);
-        }
-        f.pages.erase(from, to);
-        for (const auto& [node, pages] : returned) {
-            auto& s = state({node, f.size});
-            s.pages.in_use -= pages;
-            s.pages.dirty += pages;
-            file_stats_.pages_returned += pages;
-            notify_locked(s);
-        }
-    }
+                              std::map<std::uint64_t, node_id>::iterator to);
 
     // Files whose every descriptor was closed are gone: their pages come back dirty.
-    void reap_locked()
-    {
-        if (files_.empty())
-            return;
-        std::vector<pollfd> fds;
-        for (const auto& [key, f] : files_)
-            fds.push_back({f->reader.get(), 0, 0});
-        if (::poll(fds.data(), fds.size(), 0) <= 0)
-            return;
-        std::size_t i = 0;
-        for (auto it = files_.begin(); it != files_.end(); ++i) {
-            if ((fds[i].revents & (POLLHUP | POLLERR)) == 0) {
-                ++it;
-                continue;
-            }
-            release_pages_locked(*it->second, it->second->pages.begin(), it->second->pages.end());
-            it = files_.erase(it);
-        }
-    }
+    void reap_locked();
 
     explicit kernel(config cfg) : config_(std::move(cfg)), costs_(config_.page_costs)
     {
@@ -1052,8 +677,8 @@ private:
     }
 
     const config config_;
-    mutable std::mutex mutex_;
-    std::condition_variable zeroing_done_;
+    mutable detail::ranked_mutex<> mutex_{detail::lock_rank::sim_kernel, "the simulated kernel"};
+    std::condition_variable_any zeroing_done_;
     std::map<hstate, hstate_state> hstates_; // structure fixed at construction; contents under mutex_
     std::map<page_size, std::chrono::nanoseconds> costs_;
     std::set<node_id> offline_;
@@ -1063,7 +688,7 @@ private:
     std::optional<std::pair<std::uint64_t, int>> nth_file_fault_; // under mutex_: call number, errno
     file_statistics file_stats_;                               // under mutex_
     unsigned file_pages_zeroing_ = 0;                          // under mutex_
-    std::shared_mutex mmap_lock_; // the simulated process's memory-map lock (mmap_lock)
+    detail::ranked_mutex<std::shared_mutex> mmap_lock_{detail::lock_rank::sim_mmap, "the simulated mmap_lock"};
     std::uint64_t next_subscription_ = 0;
     std::atomic<out_of_range_policy> out_of_range_{out_of_range_policy::einval};
     std::atomic<signal_policy> on_signal_{signal_policy::eintr};
@@ -1071,5 +696,8 @@ private:
 };
 
 } // namespace hugezero::sim
+
+// The file operations' definitions (they need the whole class).
+#include <hugezero/sim/kernel_files.hpp>
 
 #endif

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include <hugezero/detail/hugetlb_file.hpp>
-#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::detail {
 

@@ -20,9 +20,10 @@
 #include <sched.h>
 #include <sys/syscall.h>
 
-#include <hugezero/detail/charge_helper.hpp>
-#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/detail/lock_rank.hpp>
+#include <hugezero/detail/pool/charge_helper.hpp>
 #include <hugezero/hugetlb_files.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::detail {
 
@@ -208,7 +209,7 @@ private:
     std::shared_ptr<hugetlb_files> base_;
     std::filesystem::path cgroup_;
     unique_fd dir_;
-    std::mutex mutex_; // a leaf: guards idle_ only
+    ranked_mutex<> mutex_{lock_rank::leaf, "a charged reservoir's idle helpers"}; // guards idle_ only
     std::vector<std::unique_ptr<charge_helper>> idle_;
 };
 

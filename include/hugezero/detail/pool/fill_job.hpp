@@ -11,8 +11,8 @@
 #include <memory>
 #include <utility>
 
-#include <hugezero/detail/reservoir.hpp>
-#include <hugezero/detail/reservoir_counters.hpp>
+#include <hugezero/detail/pool/reservoir.hpp>
+#include <hugezero/detail/pool/reservoir_counters.hpp>
 #include <hugezero/hugetlb_files.hpp>
 
 namespace hugezero::detail {

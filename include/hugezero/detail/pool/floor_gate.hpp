@@ -16,7 +16,8 @@
 #include <system_error>
 #include <utility>
 
-#include <hugezero/detail/reservoir_counters.hpp>
+#include <hugezero/detail/lock_rank.hpp>
+#include <hugezero/detail/pool/reservoir_counters.hpp>
 
 namespace hugezero::detail {
 
@@ -142,7 +143,7 @@ private:
     }
 
     std::atomic<std::uint64_t> floor_;
-    std::mutex mutex_;
+    ranked_mutex<> mutex_{lock_rank::floor_gate, "a floor_gate"};
     std::condition_variable_any settled_changed_;
     std::uint64_t in_flight_ = 0; // pages granted to steps in progress
     std::uint64_t settled_ = 0;   // bumped whenever a grant ends

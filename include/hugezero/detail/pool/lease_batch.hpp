@@ -12,8 +12,8 @@
 
 #include <hugezero/acquire_options.hpp>
 #include <hugezero/acquire_result.hpp>
-#include <hugezero/detail/lease_maker.hpp>
-#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/pool/lease_maker.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
 #include <hugezero/lease.hpp>
 
 namespace hugezero::detail {

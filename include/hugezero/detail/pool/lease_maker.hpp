@@ -19,10 +19,10 @@
 
 #include <hugezero/acquire_options.hpp>
 #include <hugezero/acquire_result.hpp>
-#include <hugezero/detail/cold_fill.hpp>
 #include <hugezero/detail/deadline.hpp>
-#include <hugezero/detail/pool_messages.hpp>
-#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/pool/cold_fill.hpp>
+#include <hugezero/detail/pool/pool_messages.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
 #include <hugezero/lease.hpp>
 
 namespace hugezero::detail {

@@ -12,7 +12,7 @@
 
 #include <hugezero/acquire_result.hpp>
 #include <hugezero/detail/bytes_text.hpp>
-#include <hugezero/detail/charged_files.hpp>
+#include <hugezero/detail/pool/charged_files.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/thread_settings.hpp>
 

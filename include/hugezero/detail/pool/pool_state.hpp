@@ -19,15 +19,16 @@
 
 #include <sys/stat.h>
 
-#include <hugezero/detail/charged_files.hpp>
 #include <hugezero/detail/deadline.hpp>
-#include <hugezero/detail/fill_job.hpp>
-#include <hugezero/detail/floor_gate.hpp>
 #include <hugezero/detail/guarded.hpp>
-#include <hugezero/detail/refill_pacing.hpp>
-#include <hugezero/detail/reservoir.hpp>
-#include <hugezero/detail/reservoir_counters.hpp>
-#include <hugezero/detail/reservoir_directory.hpp>
+#include <hugezero/detail/lock_rank.hpp>
+#include <hugezero/detail/pool/charged_files.hpp>
+#include <hugezero/detail/pool/fill_job.hpp>
+#include <hugezero/detail/pool/floor_gate.hpp>
+#include <hugezero/detail/pool/refill_pacing.hpp>
+#include <hugezero/detail/pool/reservoir.hpp>
+#include <hugezero/detail/pool/reservoir_counters.hpp>
+#include <hugezero/detail/pool/reservoir_directory.hpp>
 #include <hugezero/detail/worker_group.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/lease.hpp>
@@ -160,7 +161,7 @@ public:
     }
 
 private:
-    std::mutex mutex_;
+    ranked_mutex<> mutex_{lock_rank::leaf, "the pool's lease descriptions"};
     std::map<std::uint64_t, unique_fd> fds_;
     std::uint64_t last_ = 0;
 };
@@ -224,7 +225,7 @@ struct pool_core {
 /// release to it), so it may outlive the pool object.
 struct pool_state final : lease_owner {
     std::map<hstate, std::unique_ptr<reservoir_counters>> counters; // every hstate; fixed
-    guarded<pool_core> core;
+    guarded<pool_core> core{lock_rank::pool_core, "the pool's lock"};
     lease_descriptions descriptions;
     quiet_period quiet;
     std::atomic<bool> running{false}; // mirrors for lock-free statistics

@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
 #include <hugezero/error.hpp>
 #include <hugezero/lease.hpp>
 #include <hugezero/recycle_result.hpp>

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include <hugezero/detail/lock_rank.hpp>
+
 namespace hugezero::detail {
 
 using pool_clock = std::chrono::steady_clock;
@@ -50,7 +52,7 @@ public:
 private:
     std::atomic<std::uint64_t> rate_;
     std::atomic<std::uint64_t> generation_{0};
-    std::mutex mutex_;
+    ranked_mutex<> mutex_{lock_rank::leaf, "the refill's rate limiter"};
     pool_clock::time_point next_turn_{};
 };
 

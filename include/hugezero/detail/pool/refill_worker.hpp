@@ -14,10 +14,10 @@
 #include <vector>
 
 #include <hugezero/detail/call_gate.hpp>
-#include <hugezero/detail/pool_messages.hpp>
-#include <hugezero/detail/pool_state.hpp>
-#include <hugezero/detail/recycler.hpp>
-#include <hugezero/detail/scrubber.hpp>
+#include <hugezero/detail/pool/pool_messages.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
+#include <hugezero/detail/pool/recycler.hpp>
+#include <hugezero/detail/pool/scrubber.hpp>
 #include <hugezero/detail/worker_group.hpp>
 
 namespace hugezero::detail {

@@ -13,9 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include <hugezero/detail/reservoir_counters.hpp>
-#include <hugezero/detail/reservoir_directory.hpp>
-#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/detail/pool/reservoir_counters.hpp>
+#include <hugezero/detail/pool/reservoir_directory.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::detail {
 

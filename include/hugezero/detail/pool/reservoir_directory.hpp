@@ -24,8 +24,8 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include <hugezero/detail/unique_fd.hpp>
 #include <hugezero/hstate.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::detail {
 

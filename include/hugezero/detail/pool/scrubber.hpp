@@ -12,7 +12,7 @@
 #include <vector>
 
 #include <hugezero/detail/call_gate.hpp>
-#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
 
 namespace hugezero::detail {
 

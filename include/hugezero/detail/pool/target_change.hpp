@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include <hugezero/detail/pool_state.hpp>
+#include <hugezero/detail/pool/pool_state.hpp>
 #include <hugezero/hstate.hpp>
 
 namespace hugezero::detail {

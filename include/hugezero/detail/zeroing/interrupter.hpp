@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hugezero/detail/lock_rank.hpp>
 #include <hugezero/detail/signal_counter.hpp>
 #include <hugezero/error.hpp>
 
@@ -53,7 +54,7 @@ inline std::string signal_name(int signo)
 /// @p signo: hugezero never replaces an application's handler.
 inline void install_cancel_handler(int signo)
 {
-    static std::mutex mutex;
+    static ranked_mutex<> mutex{lock_rank::leaf, "the cancellation signal's handler"};
     const std::lock_guard lock(mutex);
     struct sigaction current {};
     if (::sigaction(signo, nullptr, &current) != 0)
@@ -205,7 +206,7 @@ private:
     int signo_;
     sigset_t saved_mask_{};
     timer_t timer_{};
-    std::mutex mutex_;
+    ranked_mutex<> mutex_{lock_rank::interrupter, "an interrupter"};
     std::atomic<bool> requested_{false};
     bool in_call_ = false; // under mutex_
     bool armed_ = false;    // under mutex_

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <optional>
 
+#include <hugezero/detail/lock_rank.hpp>
+
 namespace hugezero::detail {
 
 /// Coordinates every writer of one hstate within one hugezero::machine.
@@ -101,8 +103,8 @@ public:
     }
 
 private:
-    std::mutex mutex_;
-    std::condition_variable settled_cv_; // a settling reading ended
+    ranked_mutex<> mutex_{lock_rank::ledger, "an hstate's ledger"};
+    std::condition_variable_any settled_cv_; // a settling reading ended
     bool settling_ = false;              // a settle() is reading the counter: claims wait
     std::uint64_t outstanding_ = 0;
     std::uint64_t settled_ = 0; // pages of every settled claim: tickets count from it

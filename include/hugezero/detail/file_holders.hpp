@@ -21,7 +21,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <hugezero/detail/unique_fd.hpp>
+#include <hugezero/unique_fd.hpp>
 
 namespace hugezero::detail {
 

@@ -1,7 +1,7 @@
 // The daemon's listening sockets: the protocol's Unix socket (made, or inherited from systemd's
 // socket activation) and the metrics endpoint (a Unix socket or a loopback TCP port).
-#ifndef HUGEZERO_EXAMPLES_HUGEZEROD_SOCKETS_HPP
-#define HUGEZERO_EXAMPLES_HUGEZEROD_SOCKETS_HPP
+#ifndef HUGEZERO_TOOLS_HUGEZEROD_LISTENERS_HPP
+#define HUGEZERO_TOOLS_HUGEZEROD_LISTENERS_HPP
 
 #include <cerrno>
 #include <cstring>
@@ -19,8 +19,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "../common/owned_fd.hpp"
-#include "../common/units.hpp"
+#include <hugezero/unique_fd.hpp>
+
+#include "common/units.hpp"
+#include "protocol/client.hpp"
 
 namespace hugezerod {
 
@@ -43,22 +45,10 @@ inline sockaddr_un unix_address(const std::string& path)
     return a;
 }
 
-/// Connects to the Unix socket @p path of @p type. @throws socket_error naming it.
-inline hugezero_tools::owned_fd connect_unix(const std::string& path, int type = SOCK_SEQPACKET)
-{
-    const sockaddr_un a = unix_address(path);
-    hugezero_tools::owned_fd s(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
-    if (!s)
-        throw socket_error("socket: " + errno_text(errno));
-    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
-        throw socket_error(path + ": cannot connect: " + errno_text(errno));
-    return s;
-}
-
 /// Listens on the Unix socket @p path (its directory made if missing), with permissions
 /// @p mode. A socket file nobody listens on (a daemon that died) is replaced; one that
 /// answers is another daemon's: refused.
-inline hugezero_tools::owned_fd listen_unix(const std::string& path, int type, unsigned mode, std::optional<gid_t> group = std::nullopt)
+inline hugezero::unique_fd listen_unix(const std::string& path, int type, unsigned mode, std::optional<gid_t> group = std::nullopt)
 {
     const sockaddr_un a = unix_address(path);
     std::error_code ignored;
@@ -67,16 +57,11 @@ inline hugezero_tools::owned_fd listen_unix(const std::string& path, int type, u
     if (::lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             throw socket_error(path + ": exists and is not a socket");
-        try {
-            (void)connect_unix(path, type);
+        if (connect_unix(path, type).second == 0)
             throw socket_error(path + ": another process serves it (another hugezerod?)");
-        } catch (const socket_error& e) {
-            if (std::string(e.what()).find("another process") != std::string::npos)
-                throw;
-        }
         ::unlink(path.c_str()); // stale: nobody answers
     }
-    hugezero_tools::owned_fd s(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    hugezero::unique_fd s(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!s)
         throw socket_error("socket: " + errno_text(errno));
     if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
@@ -112,10 +97,10 @@ inline sockaddr_in tcp_address(const std::string& address)
 }
 
 /// Listens on @p address (tcp_address()). @throws socket_error naming it.
-inline hugezero_tools::owned_fd listen_tcp(const std::string& address)
+inline hugezero::unique_fd listen_tcp(const std::string& address)
 {
     const sockaddr_in a = tcp_address(address);
-    hugezero_tools::owned_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    hugezero::unique_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!s)
         throw socket_error("socket: " + errno_text(errno));
     const int one = 1;
@@ -129,11 +114,11 @@ inline hugezero_tools::owned_fd listen_tcp(const std::string& address)
 
 /// A listening socket, and the socket file it made (removed with it).
 struct listening_socket {
-    hugezero_tools::owned_fd fd;
+    hugezero::unique_fd fd;
     std::string file; ///< Empty for a TCP socket.
 
     listening_socket() = default;
-    listening_socket(hugezero_tools::owned_fd s, std::string path) : fd(std::move(s)), file(std::move(path)) {}
+    listening_socket(hugezero::unique_fd s, std::string path) : fd(std::move(s)), file(std::move(path)) {}
     listening_socket(listening_socket&& other) noexcept : fd(std::move(other.fd)), file(std::exchange(other.file, {})) {}
     listening_socket& operator=(listening_socket&& other) noexcept
     {

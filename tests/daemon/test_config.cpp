@@ -1,14 +1,13 @@
-// hugezerod's configuration file and protocol, parsed without a daemon (no root needed).
+// hugezerod's configuration file, read without a daemon (no root needed): every key, the
+// errors, the check against the machine, and `hugezerod --check`.
 #include <doctest/doctest.h>
 
 #include <string>
 
-#include "hugezerod/config.hpp"
-#include "hugezerod/protocol.hpp"
+#include "hugezerod/config_file.hpp"
 #include "support/subprocess.hpp"
 #include "support/temp_dir.hpp"
 
-namespace protocol = hugezerod::protocol;
 using hugezero::node_id;
 
 namespace {
@@ -21,14 +20,6 @@ std::string config_error_of(const std::string& text)
         return e.what();
     }
     return "(no error)";
-}
-
-protocol::parse_error request_error_of(std::string_view text)
-{
-    auto r = protocol::parse_request(text);
-    if (auto* e = std::get_if<protocol::parse_error>(&r))
-        return *e;
-    return {0, "(parsed)"};
 }
 
 } // namespace
@@ -128,78 +119,5 @@ TEST_SUITE("daemon")
         const auto help = hugezero::test::run_process({HUGEZERO_DAEMON, "--help"});
         CHECK(help.exit_code == 0);
         CHECK(help.out.find("--check") != std::string::npos);
-    }
-
-    TEST_CASE("requests parse, and print back as they parse")
-    {
-        auto r = protocol::parse_request("hugezero/1 acquire node=1 page=1G bytes=8589934592 name=vm-7 max_cold=0");
-        REQUIRE(std::holds_alternative<protocol::request>(r));
-        const auto& a = std::get<protocol::acquire_request>(std::get<protocol::request>(r));
-        CHECK(a.node == node_id(1));
-        CHECK(a.page == hugezero::page_1gib);
-        CHECK(a.bytes == std::uint64_t{8} << 30);
-        CHECK(a.name == "vm-7");
-        CHECK(a.max_cold_pages == std::optional<std::uint64_t>(0));
-        const auto again = protocol::parse_request(protocol::format(std::get<protocol::request>(r)));
-        CHECK(std::get<protocol::acquire_request>(std::get<protocol::request>(again)).name == "vm-7");
-        CHECK(std::holds_alternative<protocol::request>(protocol::parse_request("hugezero/1 status\n")));
-        const auto g = protocol::parse_request("hugezero/1 release lease=42");
-        CHECK(std::get<protocol::release_request>(std::get<protocol::request>(g)).lease == 42);
-        const auto h = protocol::parse_request("hugezero/1 hold");
-        REQUIRE(std::holds_alternative<protocol::request>(h));
-        CHECK(std::holds_alternative<protocol::hold_request>(std::get<protocol::request>(h)));
-        CHECK(protocol::format(protocol::hold_request{}) == "hugezero/1 hold");
-        CHECK(protocol::format(protocol::status_request{}) == "hugezero/1 status");
-        CHECK(protocol::verb_of(protocol::hold_request{}) == "hold");
-        CHECK(protocol::verb_of(protocol::release_request{7}) == "release");
-    }
-
-    TEST_CASE("malformed requests are refused with their errno and a sentence")
-    {
-        CHECK(request_error_of("hugezero/2 status").code == EPROTO);
-        CHECK(request_error_of("hugezero/2 status").message == "this daemon speaks hugezero/1, not hugezero/2");
-        CHECK(request_error_of("GET / HTTP/1.0").code == EPROTO);
-        CHECK(request_error_of(std::string(2000, 'x')).code == EMSGSIZE);
-        CHECK(request_error_of(std::string("hugezero/1 status\0", 18)).code == EBADMSG);
-        CHECK(request_error_of("hugezero/1  status").code == EBADMSG);
-        CHECK(request_error_of("hugezero/1 status ").code == EBADMSG);
-        CHECK(request_error_of("hugezero/1").code == EBADMSG);
-        CHECK(request_error_of("hugezero/1 eat").message == "unknown verb \"eat\" (acquire, release, status or hold)");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M").message == "acquire needs \"bytes=\"");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=0").message == "\"bytes\" must be at least 1");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=3M bytes=1").message
-              == "invalid page size \"3M\" (a power of two of at least 4K, with a unit: 2M, 1G)");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=" + std::string(900, '9')).message.size() < 120);
-        CHECK(request_error_of("hugezero/1 acquire node=-1 page=2M bytes=1").message == "\"node\" must be a decimal number, not \"-1\"");
-        CHECK(request_error_of("hugezero/1 acquire node=99999 page=2M bytes=1").message == "node 99999 is out of range (0 to 4095)");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=99999999999999999999").code == EINVAL);
-        CHECK(request_error_of("hugezero/1 acquire node=0 node=1 page=2M bytes=1").message == "key \"node\" given twice");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 colour=red").message == "unknown key \"colour\"");
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 name=../etc").code == EINVAL);
-        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 name=hugezero.node0").code == EINVAL);
-        CHECK(request_error_of("hugezero/1 status now").message == "status takes no arguments");
-        CHECK(request_error_of("hugezero/1 hold lease=1").message == "hold takes no arguments");
-        CHECK(request_error_of("hugezero/1 release").message == "release needs \"lease=\"");
-        CHECK(request_error_of("hugezero/1 release lease=x").code == EINVAL);
-    }
-
-    TEST_CASE("replies parse: a lease with a path that has spaces, a status, held, an error")
-    {
-        const auto l = protocol::parse_reply("hugezero/1 lease id=3 node=0 page_kib=2048 pages=4 cold=1 path=/dev/huge pages/vm 7");
-        const auto& lease = std::get<protocol::lease_reply>(l);
-        CHECK(lease.id == 3);
-        CHECK(lease.pages == 4);
-        CHECK(lease.cold == 1);
-        CHECK(lease.path == "/dev/huge pages/vm 7");
-        const auto s = protocol::parse_reply("hugezero/1 status clients=1 ready=1\nreservoir node=0 ready_pages=3");
-        CHECK(std::get<protocol::status_reply>(s).reservoirs.at(0).at("ready_pages") == "3");
-        CHECK(std::get<protocol::held_reply>(protocol::parse_reply(protocol::format_held(2))).leases == 2);
-        CHECK(protocol::format_held(2) == "hugezero/1 held leases=2");
-        CHECK_THROWS_AS(protocol::parse_reply("hugezero/1 held"), std::runtime_error);
-        const auto e = protocol::parse_reply(protocol::format_error(ENOSPC, "no pages on node0"));
-        CHECK(std::get<protocol::error_reply>(e).code == ENOSPC);
-        CHECK(std::get<protocol::error_reply>(e).message == "no pages on node0");
-        CHECK_THROWS_AS(protocol::parse_reply("hugezero/1 lease id=x"), std::runtime_error);
-        CHECK_THROWS_AS(protocol::parse_reply("nonsense"), std::runtime_error);
     }
 }

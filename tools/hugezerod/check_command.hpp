@@ -1,0 +1,45 @@
+// `hugezerod --check`: a configuration checked against this machine, without starting.
+#ifndef HUGEZERO_TOOLS_HUGEZEROD_CHECK_COMMAND_HPP
+#define HUGEZERO_TOOLS_HUGEZEROD_CHECK_COMMAND_HPP
+
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include <hugezero/machine.hpp>
+
+#include "hugezerod/config_file.hpp"
+#include "hugezerod/listeners.hpp"
+
+namespace hugezerod {
+
+/// Checks @p c against this machine and prints a summary. @throws config_error naming the file,
+/// line and key of what is wrong.
+inline int check_command(const config& c)
+{
+    const hugezero::machine m = hugezero::machine::open();
+    check_against(c, m);
+    if (c.metrics.rfind("tcp:", 0) == 0) {
+        try {
+            (void)tcp_address(c.metrics);
+        } catch (const socket_error& e) {
+            throw config_error(c.file + ": metrics: " + e.what());
+        }
+    }
+    for (const auto& r : c.reservoirs)
+        for (const auto& dir : {r.options.cgroup, r.options.directory})
+            if (!dir.empty() && !std::filesystem::is_directory(dir))
+                throw config_error(c.file + ":" + std::to_string(r.line) + ": [reservoir]: " + dir.string()
+                                              + " is not a directory");
+    std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
+              << c.reservoirs.size() << " reservoirs\n";
+    for (const auto& r : c.reservoirs)
+        std::cout << "  " << hugezero::to_string(r.options.which) << ": target " << r.options.target_bytes << " bytes, floor "
+                  << r.options.floor_pages << " pages" << (r.options.cgroup.empty() ? "" : ", cgroup " + r.options.cgroup.string())
+                  << (r.options.directory.empty() ? "" : ", directory " + r.options.directory.string()) << '\n';
+    return 0;
+}
+
+} // namespace hugezerod
+
+#endif
