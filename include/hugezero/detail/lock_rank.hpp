@@ -19,6 +19,8 @@
 #include <vector>
 
 #if !defined(NDEBUG) && !defined(HUGEZERO_LOCK_ORDER_CHECKS)
+/// Defined when every acquisition of a ranked_mutex is checked against the lock order: in builds
+/// without `NDEBUG`, or when the user defines it.
 #define HUGEZERO_LOCK_ORDER_CHECKS 1
 #endif
 
