@@ -459,7 +459,7 @@ private:
     std::atomic<bool> watching_{false};
     std::atomic<std::uint64_t> watcher_failures_{0};
     std::atomic<int> busy_{0};
-    detail::ranked_mutex<> drained_mutex_{detail::lock_rank::leaf, "the service's drain"};
+    detail::ranked_mutex<> drained_mutex_{detail::lock_rank::service_drain, "the service's drain"};
     std::condition_variable_any drained_cv_;
     // Threads last: they stop and join before the state they use is destroyed.
     detail::worker_group workers_;

@@ -59,6 +59,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -109,6 +110,11 @@ public:
     fuse_sysfs(std::shared_ptr<sim::kernel> kernel, const std::filesystem::path& mountpoint)
         : server_(std::make_unique<server>(std::move(kernel), mountpoint))
     {
+        // A process that serves a FUSE mount to itself must not dump core: the dump waits for
+        // every thread, one of them waits on the mount, and the threads serving it are gone, so
+        // a crash (an abort() of a failed check) would leave it in D state forever, and every
+        // later stat() of its files with it (a pool's /proc search among them).
+        (void)::prctl(PR_SET_DUMPABLE, 0);
     }
     fuse_sysfs(fuse_sysfs&&) noexcept = default;
     /// Unmounts this file system, then takes over @p other's.

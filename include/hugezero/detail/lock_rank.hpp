@@ -35,6 +35,7 @@ enum class lock_rank : unsigned {
     call_gate = 50,    ///< A call_gate's.
     interrupter = 51,  ///< An interrupter's (and its signal handler's registry).
     ledger = 52,       ///< An hstate's ledger of claims.
+    service_drain = 55,    ///< A prezero_service's wait_drained() (it reads each node's work under it),
     policy_listeners = 56, ///< A policy's listeners (allowance_changed() wakes the service's nodes under it),
     service_node = 57,     ///< then a service node's work.
     leaf = 60,         ///< Held briefly, with nothing taken under it (node mutexes, lists, the rate limiter, a request's state).
