@@ -92,7 +92,18 @@ public:
                 ++owner_->epoch_;
             lock_.unlock();
             if constexpr (Writable)
-                owner_->changed_.notify_all();
+                if (!unheard_)
+                    owner_->changed_.notify_all();
+        }
+
+        /// The changes made under this guard can satisfy no waiter before its own deadline
+        /// (the caller knows: a lease taken while every worker sleeps out the quiet period it
+        /// just extended): the epoch still moves on when the guard lets go, but nobody is woken
+        /// for it. A warm acquire then costs no other thread a wake-up and a turn at the lock.
+        void leave_waiters_asleep() noexcept
+        {
+            static_assert(Writable, "only a writable guard changes the state");
+            unheard_ = true;
         }
 
     private:
@@ -100,6 +111,7 @@ public:
         explicit basic_guard(guarded& owner) : owner_(&owner), lock_(owner.mutex_) {}
         guarded* owner_;
         std::unique_lock<ranked_mutex<>> lock_;
+        bool unheard_ = false;
     };
 
     /// The state, to read and change.

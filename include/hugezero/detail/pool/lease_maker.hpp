@@ -108,10 +108,16 @@ private:
         auto g = e_.state->core.lock();
         reservoir_slot& mine = slot(*g);
         const bool quiet = e_.options.quiet_after_lease > std::chrono::nanoseconds::zero();
+        bool filling = false;
+        // A worker that went to sleep while the pool was quiet wakes when the quiet period ends
+        // (and then sees that it was extended); one that went to sleep before has no deadline.
+        const bool quiet_already = quiet && e_.state->quiet.active(pool_clock::now());
         if (quiet) {
             e_.state->quiet.extend(deadline_after(e_.options.quiet_after_lease));
-            for (auto& [h, other] : g->slots)
+            for (auto& [h, other] : g->slots) {
+                filling = filling || !other.jobs.empty();
                 other.close_jobs();
+            }
         }
         // The default chunk follows this lease from now on, before a worker can start a file
         // for the room it leaves; undone if the lease is not made (forget_lease_size()).
@@ -129,6 +135,11 @@ private:
         }
         if (quiet)
             e_.wake_floor_waiters();
+        // In a quiet period with nothing being filled, every worker sleeps until the period
+        // ends (it only moved later), and nobody waits for a file to be taken: waking them
+        // would only cost the caller (a VM waiting for its lease) their turns at the lock.
+        if (quiet_already && !filling && !short_of_pages)
+            g.leave_waiters_asleep();
         file_ = mine.files.take_best_for(pages_).value_or(pool_file{});
         return short_of_pages;
     }
