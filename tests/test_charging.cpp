@@ -19,6 +19,7 @@
 #include "support/hugepages.hpp"
 #include "support/pool_pages.hpp"
 #include "support/sim_pool.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
 
@@ -28,10 +29,9 @@ using hugezero::test::node0_2m;
 using hugezero::test::one_reservoir;
 using hugezero::test::test_cgroup;
 using resources = hugezero::test::pool_resources;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 #define REQUIRE_CHARGING(reservation, tenant, pool_side)                                                     \
     HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages and make cgroups"); \

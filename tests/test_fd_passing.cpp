@@ -19,14 +19,14 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/hugepages.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 
 using namespace hugezero::literals;
 using hugezero::node_id;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 std::size_t open_fds()
 {

@@ -24,6 +24,7 @@
 #include "support/hugetlbfs.hpp"
 #include "support/pool_pages.hpp"
 #include "support/sim_pool.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
 
@@ -35,10 +36,9 @@ using hugezero::test::free_pages;
 using hugezero::test::hugetlbfs_mount;
 using hugezero::test::node0_2m;
 using hugezero::test::one_reservoir;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 #define REQUIRE_NAMED(reservation, mount)                                                                   \
     HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages and mount hugetlbfs"); \

@@ -23,6 +23,7 @@
 #include "support/hugepages.hpp"
 #include "support/pool_pages.hpp"
 #include "support/resources.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
 
@@ -37,11 +38,10 @@ using hugezero::test::node0_2m;
 using hugezero::test::all_zero;
 using hugezero::test::free_pages;
 using resources = hugezero::test::pool_resources;
+using hugezero::test::gib;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
-constexpr std::uint64_t gib = std::uint64_t{1} << 30;
 
 std::string list_fds()
 {

@@ -22,6 +22,7 @@
 #include "support/hstates.hpp"
 #include "support/recording_backend.hpp"
 #include "support/sim_pool.hpp"
+#include "support/sizes.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -39,11 +40,10 @@ using hugezero::test::sim_pool_machine;
 using hugezero::test::text_of;
 using hugezero::test::two_nodes;
 using clock_type = std::chrono::steady_clock;
+using hugezero::test::gib;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
-[[maybe_unused]] constexpr std::uint64_t gib = std::uint64_t{1} << 30;
 
 } // namespace
 

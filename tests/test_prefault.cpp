@@ -18,16 +18,16 @@
 #include <hugezero/hugezero.hpp>
 
 #include "support/hugepages.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
 using namespace std::chrono_literals;
 using hugezero::node_id;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 std::uint64_t free_2m()
 {

@@ -22,6 +22,7 @@
 #include "support/hugepages.hpp"
 #include "support/pool_pages.hpp"
 #include "support/sim_pool.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
 
@@ -35,10 +36,9 @@ using hugezero::test::node0_2m;
 using hugezero::test::fill_then_pause;
 using hugezero::test::one_reservoir; // quiet_after_lease 0: the refill does not wait
 using resources = hugezero::test::pool_resources;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 #define REQUIRE_HUGEPAGES(reservation)                                                                       \
     HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages");                  \

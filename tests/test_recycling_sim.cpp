@@ -19,6 +19,7 @@
 
 #include "support/hstates.hpp"
 #include "support/sim_pool.hpp"
+#include "support/sizes.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -30,10 +31,9 @@ using hugezero::test::node1_2m;
 using hugezero::test::fill_then_pause;
 using hugezero::test::one_reservoir;
 using hugezero::test::sim_pool_machine;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 hugezero::sim::machine_builder two_nodes()
 {

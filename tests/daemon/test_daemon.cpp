@@ -18,16 +18,16 @@
 
 #include "daemon/daemon_process.hpp"
 #include "support/hugepages.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 
 namespace protocol = hugezerod::protocol;
 using hugezero::test::daemon_process;
 using hugezero::test::wait_until;
 using namespace std::chrono_literals;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 // 64 MiB of 2 MiB pages in one reservoir on node 0, refilling at once after a lease.
 const std::string small_reservoir = "[pool]\nquiet_after_lease = 0ms\nretry_period = 50ms\n"

@@ -24,6 +24,7 @@
 
 #include "guest/guest_kernel.hpp"
 #include "support/hstates.hpp"
+#include "support/sizes.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -36,10 +37,9 @@ using hugezero::test::node1_1g;
 using hugezero::test::node1_2m;
 using hugezero::test::guest::counters_guard;
 using hugezero::test::guest::page_nodes;
+using hugezero::test::mib;
 
 namespace {
-
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 
 bool in_two_node_guest()
 {

@@ -32,6 +32,7 @@
 #include "support/hugepages.hpp"
 #include "support/hugetlbfs.hpp"
 #include "support/json.hpp"
+#include "support/sizes.hpp"
 #include "support/skip.hpp"
 #include "support/temp_dir.hpp"
 #include "support/threads.hpp"
@@ -41,11 +42,11 @@ extern char** environ; // NOLINT
 using namespace hugezero::literals;
 using namespace std::chrono_literals;
 using hugezero::node_id;
+using hugezero::test::mib;
 namespace json = hugezero::test::json;
 
 namespace {
 
-constexpr std::uint64_t mib = std::uint64_t{1} << 20;
 constexpr int lease_fd_in_qemu = 100;
 constexpr int qmp_fd_in_qemu = 101;
 
