@@ -452,6 +452,7 @@ private:
         const hugezero::hstate which{hugezero::node_id(0), page};
         hugezero::pool_options options;
         options.reservoirs.push_back({which, 2 * vm, vm, 0});
+        options.reservoirs.back().recycle = recycle;
         options.quiet_after_lease = std::chrono::nanoseconds::zero();
         hugezero::pool pool(machine_, options);
         pool.start();
@@ -482,6 +483,7 @@ private:
         const hugezero::hstate which{hugezero::node_id(0), page};
         hugezero::pool_options options;
         options.reservoirs.push_back({which, bytes, 0, 0});
+        options.reservoirs.back().recycle = true;
         options.quiet_after_lease = std::chrono::nanoseconds::zero();
         hugezero::pool pool(machine_, options);
         pool.start();

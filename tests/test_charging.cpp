@@ -131,7 +131,7 @@ TEST_SUITE("charging")
         const test_cgroup pool_side("hz-pool");
         REQUIRE_CHARGING(reservation, tenant, pool_side);
         const auto m = hugezero::machine::open();
-        hugezero::pool first(m, one_reservoir(node0_2m, 8 * mib));
+        hugezero::pool first(m, hugezero::test::recycling(one_reservoir(node0_2m, 8 * mib)));
         hugezero::test::fill_then_pause(first);
         auto got = first.acquire(node0_2m, 8 * mib);
         REQUIRE_MESSAGE(got, got.message);

@@ -47,7 +47,7 @@ namespace {
 
 hugezero::pool_options named(const hugetlbfs_mount& mount, std::uint64_t target, std::uint64_t chunk = 0)
 {
-    auto options = one_reservoir(node0_2m, target, chunk);
+    auto options = hugezero::test::recycling(one_reservoir(node0_2m, target, chunk));
     options.reservoirs[0].directory = mount.path();
     options.retry_period = 5ms;
     return options;
@@ -217,7 +217,7 @@ TEST_SUITE("named")
         CHECK(all_zero(again.lease.map()));
     }
 
-    TEST_CASE("a lease name that is taken fails with EEXIST and the file goes back, a bad one throws")
+    TEST_CASE("a lease name that is taken fails with EEXIST before the pool changes anything, naming the holder, and a bad one throws")
     {
         const hugezero::test::hugepage_reservation reservation(2_MiB, 8);
         const hugetlbfs_mount mount(2_MiB);
@@ -227,12 +227,14 @@ TEST_SUITE("named")
         p.start();
         REQUIRE(p.wait_filled(30s));
         p.stop();
-        ::close(::open((mount.path() / "vm-3").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+        const hugezero::unique_fd holder(::open((mount.path() / "vm-3").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
         const auto got = p.acquire(node0_2m, 8 * mib, called("vm-3"));
         CHECK_FALSE(got);
         CHECK(got.error.value() == EEXIST);
-        CHECK(contains(got.message, "cannot name its file vm-3 in " + mount.path().string()));
-        CHECK(p.statistics(node0_2m).ready_pages == 4); // back as it was
+        CHECK_MESSAGE(contains(got.message, "a file named vm-3 is in " + mount.path().string() + " already: a lease not given back yet, "
+                                            "held by fd " + std::to_string(holder.get()) + " of process " + std::to_string(::getpid())),
+                      got.message);
+        CHECK(p.statistics(node0_2m).ready_pages == 4); // untouched
         CHECK_THROWS_AS((void)p.acquire(node0_2m, 8 * mib, called("a/b")), std::invalid_argument);
         CHECK_THROWS_AS((void)p.acquire(node0_2m, 8 * mib, called("hugezero.node0.2MiB.1")), std::invalid_argument);
     }

@@ -223,7 +223,7 @@ TEST_SUITE("pool-sim")
 {
     void one_life(sim_pool_machine& t)
     {
-        auto options = one_reservoir(node0_2m, 32 * mib, 8 * mib);
+        auto options = hugezero::test::recycling(one_reservoir(node0_2m, 32 * mib, 8 * mib));
         options.workers_per_node = 2;
         options.batch_bytes = 4 * mib;
         options.retry_period = 1ms;

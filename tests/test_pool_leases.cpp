@@ -118,6 +118,30 @@ TEST_SUITE("pool-sim")
         t.check_restored();
     }
 
+    TEST_CASE("files of a small lease do not keep a larger one cold: refused once, the reservoir is reshaped and it is warm next")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool p(t.machine, one_reservoir(node0_2m, 32 * mib)); // chunk_bytes 0: follows the leases
+            p.start();
+            REQUIRE(p.wait_filled(10s));
+            auto small = p.acquire(node0_2m, 2 * mib); // the chunk is one page from now on
+            REQUIRE_MESSAGE(small, small.message);
+            small.lease.close();
+            REQUIRE(p.wait_filled(10s));
+            REQUIRE(p.statistics(node0_2m).ready_files == 16); // one page each: every page ready, no file of 16
+            hugezero::acquire_options warm_only;
+            warm_only.max_cold_pages = 0;
+            const auto refused = p.acquire(node0_2m, 32 * mib, warm_only);
+            CHECK(refused.error == std::error_code(EAGAIN, std::system_category()));
+            REQUIRE(p.wait_filled(10s));
+            auto warm = p.acquire(node0_2m, 32 * mib, warm_only);
+            REQUIRE_MESSAGE(warm, warm.message);
+            CHECK(warm.lease.cold_pages() == 0);
+        }
+        t.check_restored();
+    }
+
     TEST_CASE("a chunk_bytes set stays: the refill makes files of that size whatever the leases")
     {
         sim_pool_machine t(two_nodes());

@@ -2,17 +2,25 @@
 // restores nr_hugepages, or skips with the reason): a lease given back is scrubbed and serves
 // the next VM warm, every byte zero, without the kernel allocating (and zeroing) its pages
 // again; a mapping in another process, an fd in flight in a socket (which /proc cannot show)
-// an O_PATH descriptor (which the write lease cannot see) and a copy of the fd in another
-// process each hold the recycling until they are gone.
+// an O_PATH descriptor (which the write lease cannot see; also in a thread with a descriptor
+// table of its own, or in a process whose first thread has exited) and a copy of the fd in
+// another process each hold the recycling until they are gone. Every reservoir here recycles
+// (reservoir_options::recycle: off by default).
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <fstream>
+#include <future>
+#include <thread>
 #include <cstring>
 #include <string>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,6 +52,16 @@ namespace {
     HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages");                  \
     HUGEZERO_SKIP_IF(!(reservation).ok(), (reservation).reason())
 
+// The state letter of process @p pid's first thread (/proc/PID/stat), or 0.
+char leader_state(pid_t pid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(in, line);
+    const auto close = line.rfind(')');
+    return close == std::string::npos || close + 2 >= line.size() ? '\0' : line[close + 2];
+}
+
 // A warm lease of @p bytes of @p h, its every byte written by a tenant (and unmapped again).
 hugezero::lease dirtied(hugezero::pool& p, const hugezero::hstate& h, std::uint64_t bytes)
 {
@@ -60,7 +78,7 @@ hugezero::lease dirtied(hugezero::pool& p, const hugezero::hstate& h, std::uint6
 // given back needs), retrying every 5 ms.
 hugezero::pool_options recycling_pool(const hugezero::hstate& h, std::uint64_t target)
 {
-    auto options = one_reservoir(h, target);
+    auto options = hugezero::test::recycling(one_reservoir(h, target));
     options.retry_period = 5ms;
     return options;
 }
@@ -253,6 +271,94 @@ TEST_SUITE("pool")
                               != std::string::npos,
                           deferred.message);
             ::close(way_back);
+            REQUIRE(queued_for_scrub(p, node0_2m, 4));
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("an O_PATH descriptor in a thread that unshared its descriptor table holds the recycling up until it closes")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 8);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
+            const std::string path = "/proc/self/fd/" + std::to_string(l.fd());
+            std::promise<pid_t> opened;
+            std::promise<void> close_it;
+            std::thread keeper([&] { // only /proc/PID/task/TID/fd shows its table
+                const bool unshared = ::unshare(CLONE_FILES) == 0;
+                const int way_back = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+                opened.set_value(unshared && way_back >= 0 ? static_cast<pid_t>(::syscall(SYS_gettid)) : -1);
+                close_it.get_future().wait();
+                ::close(way_back);
+            });
+            const pid_t tid = opened.get_future().get();
+            REQUIRE(tid > 0);
+            const auto deferred = p.recycle(std::move(l));
+            CHECK(deferred.status == recycle_status::deferred);
+            CHECK_MESSAGE(deferred.message.find("of thread " + std::to_string(tid)) != std::string::npos, deferred.message);
+            close_it.set_value();
+            keeper.join();
+            REQUIRE(queued_for_scrub(p, node0_2m, 4));
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+        }
+        before.check_restored();
+    }
+
+    TEST_CASE("an O_PATH descriptor in a process whose first thread has exited holds the recycling up until it ends")
+    {
+        hugezero::test::hugepage_reservation reservation(2_MiB, 8);
+        REQUIRE_HUGEPAGES(reservation);
+        const resources before(2_MiB);
+        {
+            hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
+            fill_then_pause(p);
+            hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
+            int ready[2], go[2];
+            REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+            REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+            const pid_t child = ::fork();
+            REQUIRE(child >= 0);
+            if (child == 0) { // /proc/CHILD/fd lists nothing once its first thread has exited
+                ::close(ready[0]);
+                ::close(go[1]);
+                struct kept {
+                    int way_back;
+                    int go;
+                };
+                auto* k = new kept{::open(("/proc/self/fd/" + std::to_string(l.fd())).c_str(), O_PATH | O_CLOEXEC), go[0]};
+                ::close(l.fd());
+                pthread_t keeper{};
+                const auto wait_then_end = [](void* arg) -> void* {
+                    const auto* fds = static_cast<kept*>(arg);
+                    char byte = 0;
+                    (void)!::read(fds->go, &byte, 1);
+                    ::close(fds->way_back);
+                    ::_exit(0);
+                };
+                if (::pthread_create(&keeper, nullptr, wait_then_end, k) != 0)
+                    ::_exit(1);
+                ::close(ready[1]);
+                ::syscall(SYS_exit, 0); // this thread only: no unwinding, no exit handlers
+            }
+            ::close(ready[1]);
+            ::close(go[0]);
+            char byte = 0;
+            REQUIRE(::read(ready[0], &byte, 1) == 0); // the child's first thread has closed it: exited
+            ::close(ready[0]);
+            REQUIRE(hugezero::test::wait_until([&] { return leader_state(child) == 'Z'; })); // its other thread lives on
+            const auto deferred = p.recycle(std::move(l));
+            CHECK_MESSAGE(deferred.status == recycle_status::deferred, deferred.message);
+            CHECK_MESSAGE(deferred.message.find("of process " + std::to_string(child)) != std::string::npos, deferred.message);
+            ::close(go[1]);
+            int status = 0;
+            REQUIRE(::waitpid(child, &status, 0) == child);
             REQUIRE(queued_for_scrub(p, node0_2m, 4));
             p.resume();
             REQUIRE(p.wait_filled(10s));

@@ -30,6 +30,8 @@ using hugezero::test::node0_2m;
 using hugezero::test::node1_2m;
 using hugezero::test::fill_then_pause;
 using hugezero::test::one_reservoir;
+using hugezero::test::free_pages;
+using hugezero::test::recycling;
 using hugezero::test::sim_pool_machine;
 using hugezero::test::mib;
 
@@ -60,7 +62,7 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes().page_cost(2_MiB, 1ms));
         {
-            hugezero::pool p(t.machine, one_reservoir(node0_2m, 16 * mib));
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib)));
             fill_then_pause(p);
             hugezero::lease l = dirty_warm_lease(p, t, 16 * mib);
             const auto allocated = t.kernel->file_stats().pages_allocated;
@@ -96,11 +98,50 @@ TEST_SUITE("pool-sim")
         t.check_restored();
     }
 
+    TEST_CASE("by default a lease given back is emptied: its pages go back to the kernel at once, though its fd was copied")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool p(t.machine, one_reservoir(node0_2m, 16 * mib)); // recycle: off
+            fill_then_pause(p);
+            hugezero::lease l = dirty_warm_lease(p, t, 16 * mib);
+            const hugezero::unique_fd copy(::dup(l.fd())); // a tenant's way back in
+            REQUIRE(copy);
+            const auto free_before = free_pages(t, node0_2m);
+            const auto r = p.recycle(std::move(l));
+            CHECK(r.status == recycle_status::emptied);
+            CHECK(r.message == "hugezero: node0/2MiB lease not recycled: recycling is off for this reservoir "
+                               "(reservoir_options::recycle); its file was emptied, its pages back to the kernel");
+            CHECK(free_pages(t, node0_2m) == free_before + 8);
+            CHECK(t.kernel->file_layout(copy.get()).pages_per_node.empty());
+            CHECK(p.statistics(node0_2m).recycled_leases == 0);
+            CHECK(p.statistics(node0_2m).recycles_refused == 1);
+        }
+        t.check_restored();
+    }
+
+    TEST_CASE("retire() empties a lease even where the reservoir recycles")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib)));
+            fill_then_pause(p);
+            hugezero::lease l = dirty_warm_lease(p, t, 16 * mib);
+            const auto free_before = free_pages(t, node0_2m);
+            const auto r = p.retire(std::move(l));
+            CHECK(r.status == recycle_status::emptied);
+            CHECK_FALSE(l);
+            CHECK(free_pages(t, node0_2m) == free_before + 8);
+            CHECK(p.statistics(node0_2m).recycled_leases == 0);
+        }
+        t.check_restored();
+    }
+
     TEST_CASE("a lease whose fd was copied waits until the copy is closed, then is recycled")
     {
         sim_pool_machine t(two_nodes());
         {
-            auto options = one_reservoir(node0_2m, 8 * mib);
+            auto options = recycling(one_reservoir(node0_2m, 8 * mib));
             options.retry_period = 5ms;
             hugezero::pool p(t.machine, options);
             fill_then_pause(p);
@@ -139,7 +180,7 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes());
         {
-            auto options = one_reservoir(node0_2m, 8 * mib);
+            auto options = recycling(one_reservoir(node0_2m, 8 * mib));
             options.retry_period = 5ms;
             hugezero::pool p(t.machine, options);
             fill_then_pause(p);
@@ -174,7 +215,7 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes());
         {
-            hugezero::pool p(t.machine, one_reservoir(node0_2m, 16 * mib, 8 * mib)); // two files of 4 pages
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib, 8 * mib))); // two files of 4 pages
             fill_then_pause(p);
             hugezero::lease small = dirty_warm_lease(p, t, 8 * mib);
             auto big = p.acquire(node0_2m, 16 * mib); // the other file, grown with 4 cold pages
@@ -190,7 +231,8 @@ TEST_SUITE("pool-sim")
             CHECK(p.statistics(node0_2m).trimmed_pages == trimmed_before + 4);
             const auto full = p.recycle(std::move(third.lease));
             CHECK(full.status == recycle_status::reservoir_full);
-            CHECK(full.message == "hugezero: node0/2MiB lease not recycled: the reservoir of node0/2MiB is at its target");
+            CHECK(full.message == "hugezero: node0/2MiB lease not recycled: the reservoir of node0/2MiB is at its target; its file was emptied, "
+                                   "its pages back to the kernel");
             CHECK_FALSE(third.lease);
             CHECK(p.statistics(node0_2m).recycles_refused == 1);
             p.resume();
@@ -206,13 +248,14 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes());
         {
-            hugezero::pool p(t.machine, one_reservoir(node0_2m, 8 * mib));
-            hugezero::pool other(t.machine, one_reservoir(node0_2m, 8 * mib));
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
+            hugezero::pool other(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
             auto unlisted = p.acquire(node1_2m, 2 * mib);
             REQUIRE(unlisted);
             const auto r = p.recycle(std::move(unlisted.lease));
             CHECK(r.status == recycle_status::no_reservoir);
-            CHECK(r.message == "hugezero: node1/2MiB lease not recycled: the pool has no reservoir for node1/2MiB");
+            CHECK(r.message == "hugezero: node1/2MiB lease not recycled: the pool has no reservoir for node1/2MiB; its file was emptied, its pages "
+                               "back to the kernel");
             CHECK_FALSE(unlisted.lease);
             auto foreign = other.acquire(node0_2m, 2 * mib);
             REQUIRE(foreign);
@@ -228,7 +271,7 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes().page_cost(2_MiB, 10ms));
         {
-            auto options = one_reservoir(node0_2m, 16 * mib);
+            auto options = recycling(one_reservoir(node0_2m, 16 * mib));
             options.batch_bytes = 2 * mib; // a step per page
             hugezero::pool p(t.machine, options);
             fill_then_pause(p);
@@ -253,7 +296,7 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes());
         {
-            hugezero::pool p(t.machine, one_reservoir(node0_2m, 8 * mib));
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
             fill_then_pause(p);
             hugezero::lease l = dirty_warm_lease(p, t, 8 * mib);
             REQUIRE(p.recycle(std::move(l)));
@@ -278,7 +321,7 @@ TEST_SUITE("pool-sim")
         sim_pool_machine t(two_nodes());
         int copy = -1;
         {
-            hugezero::pool p(t.machine, one_reservoir(node0_2m, 16 * mib, 8 * mib));
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib, 8 * mib)));
             fill_then_pause(p);
             hugezero::lease scrubbed = dirty_warm_lease(p, t, 8 * mib);
             hugezero::lease held = dirty_warm_lease(p, t, 8 * mib);
@@ -294,7 +337,7 @@ TEST_SUITE("pool-sim")
     {
         sim_pool_machine t(two_nodes());
         {
-            hugezero::pool p(t.machine, one_reservoir(node0_2m, 8 * mib));
+            hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
             p.start();
             REQUIRE(p.wait_filled(10s));
             const auto allocated = t.kernel->file_stats().pages_allocated;

@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <hugezero/detail/file_holders.hpp>
@@ -21,10 +22,16 @@
 
 namespace hugezero {
 
-/// How many pages a file holds, or why that could not be found out.
+/// How many pages a file holds, its size and its links, or why that could not be found out.
 struct file_pages {
-    std::uint64_t pages = 0; ///< The pages, also those past the file's end.
-    int error = 0;           ///< 0, or the errno.
+    std::uint64_t pages = 0;      ///< The pages, also those past the file's end (`st_blocks`).
+    int error = 0;                ///< 0, or the errno.
+    std::uint64_t size_pages = 0; ///< Its size in pages (`st_size`).
+    std::uint64_t links = 0;      ///< Its names (`st_nlink`): 0 for a memfd, 1 for a named file.
+
+    /// Whether the file is exactly @p n pages, every one allocated, and has at most one name:
+    /// resized, holed (a page punched out, another past the end) or linked elsewhere, it is not.
+    [[nodiscard]] bool exactly(std::uint64_t n) const noexcept { return error == 0 && pages == n && size_pages == n && links <= 1; }
 };
 
 /// A binding of the calling thread's new pages to one node, undone when it is destroyed (in
@@ -112,7 +119,7 @@ public:
     /// none. 0 or the errno.
     virtual int resize(int fd, page_size page, std::uint64_t pages) noexcept = 0;
 
-    /// How many pages the file holds, including pages past its end.
+    /// How many pages the file holds, including pages past its end; its size; its links.
     virtual file_pages pages_in(int fd, page_size page) noexcept = 0;
 
     /// Binds the calling thread's new pages to @p node until the result is destroyed. On
@@ -197,6 +204,10 @@ public:
                 if (!found.holder.empty()) {
                     holder = found.holder + ", a descriptor that opens nothing (O_PATH) but can open the file again";
                     error = EBUSY;
+                } else if (!found.unreadable.empty()) {
+                    // A process whose descriptors cannot be read may hold one: not proven.
+                    holder = "cannot read the descriptors of " + found.unreadable;
+                    error = EACCES;
                 }
             }
         } catch (...) {
@@ -210,8 +221,12 @@ public:
     }
     file_pages pages_in(int fd, page_size page) noexcept override
     {
-        const auto [pages, error] = detail::pages_in_file(fd, page);
-        return {pages, error};
+        struct stat st {};
+        if (::fstat(fd, &st) != 0)
+            return {0, errno};
+        const auto bytes = page.bytes();
+        return {static_cast<std::uint64_t>(st.st_blocks) * 512 / bytes, 0, static_cast<std::uint64_t>(st.st_size) / bytes,
+                static_cast<std::uint64_t>(st.st_nlink)};
     }
     std::unique_ptr<memory_binding> bind_calling_thread(node_id node, int& error) noexcept override
     {

@@ -208,18 +208,33 @@ public:
         return detail::lease_all(e_, requests, options);
     }
 
-    /// Gives @p l back for reuse (it is left closed). Once the pool's own description of the
+    /// Gives @p l back for reuse (it is left closed), if its reservoir recycles
+    /// (reservoir_options::recycle: off by default). Once the pool's own description of the
     /// file is the last reference to it - no copy of the lease's fd, no mapping, no fd in flight
-    /// in a socket, in any process: the kernel tells (a write lease, `F_SETLEASE`) - a refill
-    /// worker of the node scrubs the file (zeros from user space, paced, pausable and
-    /// cancellable like a refill) and it joins the reservoir, cut to the room it has. While
-    /// something still refers to the file, the pool looks again every retry period
-    /// (`deferred`). If the reservoir has no room, or there is none for the lease's hstate, its
-    /// pages go back to the kernel as when a lease closes; the result says which. See
-    /// docs/pool.md, "Recycling".
+    /// in a socket, in any process: the kernel tells (a write lease, `F_SETLEASE`) and /proc is
+    /// searched - and the file is still exactly the lease's pages (not resized, holed or linked
+    /// elsewhere), a refill worker of the node scrubs the file (zeros from user space, paced,
+    /// pausable and cancellable like a refill) and it joins the reservoir, cut to the room it
+    /// has. While something still refers to the file, the pool looks again every retry period
+    /// (`deferred`). Otherwise - recycling off, no reservoir for the lease's hstate, no room, a
+    /// file out of shape - the file is emptied at once, as retire() does; the result says why.
+    ///
+    /// Recycling hands one tenant's pages to the next, so it is only as safe as that proof,
+    /// which a tenant that wants to keep a way back in can defeat (a descriptor in flight in a
+    /// socket it keeps, pages it spliced into a pipe): recycle only the leases of tenants you
+    /// trust. See docs/pool.md, "Recycling".
     /// @throws hugezero::closed_handle_error if @p l is closed; std::invalid_argument if this
     /// pool did not make it.
-    recycle_result recycle(lease&& l) { return detail::recycler::take_back(e_, l); }
+    recycle_result recycle(lease&& l) { return detail::recycler::take_back(e_, l, true); }
+
+    /// Takes @p l back without recycling it (it is left closed): its file is emptied at once -
+    /// its pages go back to the kernel, which zeroes them before anyone gets them; a mapping
+    /// left gets `SIGBUS`, a descriptor kept sees an empty file - and a named file is removed.
+    /// What a lease given back by a tenant you do not trust must get. Returns
+    /// recycle_status::emptied.
+    /// @throws hugezero::closed_handle_error if @p l is closed; std::invalid_argument if this
+    /// pool did not make it.
+    recycle_result retire(lease&& l) { return detail::recycler::take_back(e_, l, false); }
 
     /// Changes the target of @p h's reservoir. A lower target gives ready pages back to the
     /// kernel at once (whole files, then the excess of one file, counted as trimmed); a higher
@@ -283,6 +298,7 @@ private:
         if (c.listed)
             throw std::invalid_argument("hugezero: pool_options lists the reservoir " + to_string(o.which) + " twice");
         c.listed = true;
+        c.recycle = o.recycle;
         detail::reservoir_slot& slot = core.slots.at(o.which);
         slot.target_pages = pages_for(o.target_bytes, o.which.size);
         slot.chunk_follows_leases = o.chunk_bytes == 0;

@@ -56,6 +56,13 @@ struct reservoir_options {
     /// it is not a hugetlbfs of this page size. Real kernel only. docs/pool.md, "Named
     /// reservoirs".
     std::filesystem::path directory{};
+    /// Whether pool::recycle() takes leases of this reservoir back for reuse (scrubbed, then
+    /// served to the next tenant) rather than emptying them (their pages back to the kernel).
+    /// Off by default: a tenant can keep a way back into a file it gave back that no search
+    /// can see (a descriptor in flight in a socket it keeps, pages spliced into a pipe), so
+    /// recycling is only for leases of tenants you trust; the refill makes new pages either
+    /// way. docs/pool.md, "Recycling".
+    bool recycle = false;
 };
 
 /// How a pool runs.

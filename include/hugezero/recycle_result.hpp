@@ -17,7 +17,8 @@ enum class recycle_status {
     unverifiable,   ///< It cannot be told whether something still refers to the file: not recycled.
     no_reservoir,   ///< The pool has no reservoir for the lease's node and page size.
     reservoir_full, ///< The reservoir holds, or will hold, its target without it.
-    unusable,       ///< The file no longer holds exactly the lease's pages, or could not be cut.
+    unusable,       ///< The file is no longer exactly the lease's pages (resized, holed, linked elsewhere), or could not be cut.
+    emptied,        ///< Not recycled: the reservoir does not recycle, or the lease was retired (pool::retire()).
 };
 
 /// Prints e.g. `recycled` or `reservoir full`.
@@ -36,13 +37,15 @@ inline std::ostream& operator<<(std::ostream& out, recycle_status s)
         return out << "reservoir full";
     case recycle_status::unusable:
         return out << "unusable";
+    case recycle_status::emptied:
+        return out << "emptied";
     }
     return out << "unknown";
 }
 
-/// What pool::recycle() did with a lease (which it always takes: the lease is left closed).
-/// Unless it was recycled or deferred, its pages went back to the kernel, as when a lease
-/// closes (once nothing else refers to the file).
+/// What pool::recycle() or pool::retire() did with a lease (which it always takes: the lease is
+/// left closed). Unless it was recycled or deferred, its file was emptied: its pages went back
+/// to the kernel at once, whatever still referred to the file.
 struct recycle_result {
     recycle_status status = recycle_status::recycled; ///< What became of it.
     std::uint64_t pages = 0; ///< Pages kept for the reservoir (fewer than the lease's if it would overfill it).

@@ -141,9 +141,17 @@ public:
     [[nodiscard]] pid_t pid() const { return process_->pid(); }
     [[nodiscard]] std::string log() const { return file_text(dir_.path() / "hugezerod.log"); }
 
-    /// Rewrites the configuration (for a SIGHUP).
-    void write_config(const std::string& sections, const std::string& daemon_extra = "")
+    /// Rewrites the configuration (for a SIGHUP). A [daemon] section at the start of
+    /// @p sections joins the one this writes (a file has one).
+    void write_config(std::string sections, std::string daemon_extra = "")
     {
+        const std::string daemon_header = "[daemon]\n";
+        if (sections.rfind(daemon_header, 0) == 0) {
+            const std::size_t next = sections.find("\n[", daemon_header.size() - 1);
+            const std::size_t end = next == std::string::npos ? sections.size() : next + 1;
+            daemon_extra += sections.substr(daemon_header.size(), end - daemon_header.size());
+            sections.erase(0, end);
+        }
         std::ofstream(config_path()) << "[daemon]\nsocket = " << socket() << "\nmetrics = unix:" << metrics_socket()
                                      << "\nsocket_mode = 0666\n" << daemon_extra << "\n" << sections;
     }

@@ -59,6 +59,32 @@ TEST_SUITE("daemon")
         CHECK(c.pool.reservoirs[1].chunk_bytes == std::uint64_t{2} << 30);
         CHECK(c.pool.reservoirs[1].cgroup == "/sys/fs/cgroup/vms");
         CHECK(c.reservoirs[1].line == 24);
+        CHECK_FALSE(c.pool.reservoirs[0].recycle); // the default
+    }
+
+    TEST_CASE("the tenant-isolation keys: recycling, trusted users, per-user limits, the idle timeout")
+    {
+        const auto c = hugezerod::parse_config("[daemon]\ntrusted_users = root 1000\nmax_clients_per_user = 3\nmax_leases_per_user = 9\n"
+                                               "max_cold_acquires_per_user = 2\nidle_timeout = 5s\n"
+                                               "[reservoir]\nnode = 0\npage = 2M\ntarget = 8G\nrecycle = trusted-peers\n"
+                                               "[reservoir]\nnode = 1\npage = 2M\ntarget = 8G\nrecycle = off\n",
+                                               "test.conf");
+        CHECK(c.trusted_users == std::vector<uid_t>{0, 1000});
+        CHECK(c.max_clients_per_user == 3);
+        CHECK(c.max_leases_per_user == 9);
+        CHECK(c.max_cold_acquires_per_user == 2);
+        CHECK(c.idle_timeout == std::chrono::seconds(5));
+        CHECK(c.pool.reservoirs[0].recycle);
+        CHECK_FALSE(c.pool.reservoirs[1].recycle);
+        const auto defaults = hugezerod::parse_config("", "test.conf");
+        CHECK(defaults.trusted_users.empty());
+        CHECK(defaults.max_clients_per_user == 64);
+        CHECK(defaults.max_leases_per_user == 256);
+        CHECK(defaults.max_cold_acquires_per_user == 1);
+        CHECK(defaults.idle_timeout == std::chrono::seconds(60));
+        CHECK(config_error_of("[reservoir]\nrecycle = on\n") == "test.conf:2: recycle: \"on\": expected off or trusted-peers");
+        CHECK(config_error_of("[daemon]\nmax_cold_acquires_per_user = 0\n")
+              == "test.conf:2: max_cold_acquires_per_user: \"0\": expected a number from 1 to 1024");
     }
 
     TEST_CASE("configuration errors name the file, the line and the key")

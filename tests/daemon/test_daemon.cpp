@@ -17,12 +17,15 @@
 #include <unistd.h>
 
 #include "daemon/daemon_process.hpp"
+#include "daemon/real_pages.hpp"
 #include "support/hugepages.hpp"
 #include "support/sizes.hpp"
 #include "support/skip.hpp"
 
 namespace protocol = hugezerod::protocol;
+using hugezero::test::closed_by_peer;
 using hugezero::test::daemon_process;
+using hugezero::test::free_2m;
 using hugezero::test::wait_until;
 using namespace std::chrono_literals;
 using hugezero::test::mib;
@@ -33,24 +36,9 @@ namespace {
 const std::string small_reservoir = "[pool]\nquiet_after_lease = 0ms\nretry_period = 50ms\n"
                                     "[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n";
 
-std::uint64_t free_2m()
-{
-    return hugezero::test::read_sysfs_counter("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").value_or(0);
-}
-
-// Root and enough free 2 MiB pages, or a skip.
-struct real_pages {
-    hugezero::test::hugepage_reservation reservation{hugezero::page_2mib, 96};
-    bool ok = false;
-    real_pages()
-    {
-        if (!hugezero::test::running_as_root())
-            hugezero::test::report_skip("needs root (huge pages, another uid's connection)");
-        else if (!reservation.ok())
-            hugezero::test::report_skip(reservation.reason());
-        else
-            ok = true;
-    }
+// Root and 96 free 2 MiB pages, or a skip.
+struct real_pages : hugezero::test::real_pages {
+    real_pages() : hugezero::test::real_pages(96) {}
 };
 
 protocol::acquire_request two_mib(std::uint64_t bytes, std::optional<std::uint64_t> max_cold = std::nullopt)
@@ -61,26 +49,16 @@ protocol::acquire_request two_mib(std::uint64_t bytes, std::optional<std::uint64
     return r;
 }
 
-// The connection was closed by the daemon: the next receive sees its end.
-bool closed_by_peer(int s)
-{
-    pollfd p{s, POLLIN, 0};
-    if (::poll(&p, 1, 5000) != 1)
-        return false;
-    char byte = 0;
-    return ::recv(s, &byte, 1, 0) == 0;
-}
-
 } // namespace
 
 TEST_SUITE("daemon")
 {
-    TEST_CASE("a warm lease is a hugetlb file of the pages asked for, all allocated, and given back it is recycled")
+    TEST_CASE("a warm lease is a hugetlb file of the pages asked for, all allocated, and given back it is emptied, its pages back at once")
     {
         real_pages pages;
         if (!pages.ok)
             return;
-        // No refill after the lease: the reservoir has room for it when it comes back.
+        // No refill after the lease: what comes back to the kernel shows in its free pages.
         daemon_process d("[pool]\nquiet_after_lease = 60min\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n");
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
         hugezerod::client c(d.socket());
@@ -98,19 +76,53 @@ TEST_SUITE("daemon")
         std::memset(map, 0x5a, 8 * mib);
         ::munmap(map, 8 * mib);
         CHECK(d.status().daemon.at("leases") == "1");
-        g.fd.reset();
-        CHECK(c.release(g.info.id) == "recycled");
+        const std::uint64_t free_before = free_2m();
+        CHECK(c.release(g.info.id) == "emptied"); // the default: recycle = off
         CHECK(d.status().daemon.at("leases") == "0");
+        CHECK(free_2m() == free_before + 4);
+        REQUIRE(::fstat(g.fd.get(), &st) == 0); // the fd kept reaches an empty file
+        CHECK(st.st_size == 0);
+        CHECK(st.st_blocks == 0);
+        CHECK(d.reservoir("recycled_leases") == 0);
+        CHECK(hugezero::test::metric(d.metrics(), "hugezerod_recycles_total{status=\"emptied\"}") == 1);
         CHECK_THROWS_WITH_AS(c.release(g.info.id), doctest::Contains("holds no lease"), hugezerod::client_error);
         CHECK(d.stop().exit_code == 0);
     }
 
-    TEST_CASE("a lease its client left while another process still maps it is deferred, then recycled when that process ends")
+    TEST_CASE("a lease of a trusted user from a recycle = trusted-peers reservoir is recycled once closed, and another user's is emptied")
     {
         real_pages pages;
         if (!pages.ok)
             return;
-        daemon_process d("[pool]\nquiet_after_lease = 60min\nretry_period = 20ms\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n");
+        const std::string reservoir = "[pool]\nquiet_after_lease = 60min\n[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\n"
+                                      "recycle = trusted-peers\n";
+        {
+            daemon_process d("[daemon]\ntrusted_users = root\n" + reservoir);
+            REQUIRE_MESSAGE(d.wait_ready(), d.log());
+            hugezerod::client c(d.socket());
+            auto g = c.acquire(two_mib(8 * mib, 0));
+            g.fd.reset();
+            CHECK(c.release(g.info.id) == "recycled");
+            CHECK(d.reservoir("recycled_leases") == 1);
+            CHECK(d.stop().exit_code == 0);
+        }
+        daemon_process d("[daemon]\ntrusted_users = 65534\n" + reservoir); // root is not trusted here
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        hugezerod::client c(d.socket());
+        auto g = c.acquire(two_mib(8 * mib, 0));
+        g.fd.reset();
+        CHECK(c.release(g.info.id) == "emptied");
+        CHECK(d.reservoir("recycled_leases") == 0);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+    TEST_CASE("a trusted lease its client left while another process still maps it is deferred, then recycled when that process ends")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d("[daemon]\ntrusted_users = root\n[pool]\nquiet_after_lease = 60min\nretry_period = 20ms\n"
+                         "[reservoir]\nnode = 0\npage = 2M\ntarget = 64M\nrecycle = trusted-peers\n");
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
         int go[2];
         REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
@@ -348,11 +360,8 @@ TEST_SUITE("daemon")
             return;
         daemon_process d(small_reservoir);
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
-        hugezero::unique_fd fd;
-        {
-            hugezerod::client c(d.socket());
-            fd = std::move(c.acquire(two_mib(4 * mib, 0)).fd);
-        }
+        hugezerod::client c(d.socket()); // open until the daemon stops: the lease is not given back
+        const hugezero::unique_fd fd = std::move(c.acquire(two_mib(4 * mib, 0)).fd);
         auto* map = static_cast<unsigned char*>(::mmap(nullptr, 4 * mib, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0));
         REQUIRE(map != MAP_FAILED);
         for (std::uint64_t i = 0; i < 4 * mib; i += 4096)
@@ -520,9 +529,10 @@ TEST_SUITE("daemon")
             CHECK(refused([&] { (void)c.release(g.info.id); }));
             CHECK(refused([&] { (void)c.status(); }));
             CHECK(refused([&] { (void)c.hold(); }));
-            // Refused, not closed: the lease is still this connection's.
-            CHECK(d.status().daemon.at("leases") == "1");
+            // Refused, not closed: the lease is still this connection's. (Through the metrics:
+            // this process said hold, so the daemon refuses it a connection of its own now.)
             const std::string metrics = d.metrics();
+            CHECK(hugezero::test::metric(metrics, "hugezerod_leases_held") == 1);
             CHECK(hugezero::test::metric(metrics, "hugezerod_held_requests_refused_total") == 4);
             CHECK(hugezero::test::metric(metrics, "hugezerod_acquires_refused_total") == 1);
             CHECK(hugezero::test::metric(metrics, "hugezerod_requests_total{verb=\"hold\"}") == 2); // the one taken, the one refused

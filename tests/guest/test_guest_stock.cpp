@@ -54,6 +54,7 @@ hugezero::pool_options one_reservoir(const hstate& h, std::uint64_t bytes, unsig
 {
     hugezero::pool_options options;
     options.reservoirs.push_back({h, bytes, 0, 0});
+    options.reservoirs.back().recycle = true; // the recycling cases'; the others never recycle
     options.workers_per_node = workers;
     options.quiet_after_lease = 0ms;
     return options;

@@ -72,6 +72,14 @@ inline pool_options one_reservoir(const hstate& h, std::uint64_t target_bytes, s
     return options;
 }
 
+// @p options with every reservoir recycling (reservoir_options::recycle): the recycling tests'.
+inline pool_options recycling(pool_options options)
+{
+    for (reservoir_options& r : options.reservoirs)
+        r.recycle = true;
+    return options;
+}
+
 // Two nodes, each with 64 free 2 MiB pages (128 MiB) and 4 free 1 GiB pages, all dirty.
 inline sim::machine_builder two_nodes() { return sim::machine_builder().nodes(2).pages(page_2mib, 64).pages(page_1gib, 4); }
 

@@ -6,10 +6,12 @@
 //       -object memory-backend-file,id=m,size=8G,mem-path={path},share=on -machine memory-backend=m ...
 //
 // The connection to the daemon is inherited too (as --hold-fd, default --fd + 1): the
-// lease follows the command's process, and goes back to the daemon (to be recycled once
-// nothing maps it) when it exits. The connection said hold first, so the command cannot use
-// it, and the launcher's credentials, to ask for more (--full-connection keeps it a protocol
-// connection, for a command that speaks to the daemon itself). Exit status: the command's;
+// lease follows the command's process, and goes back to the daemon when it exits (emptied:
+// its pages back to the kernel). The connection said hold first, so the command cannot use
+// it, and the launcher's credentials, to ask for more: neither on it nor on a connection of
+// its own (the daemon refuses the launcher's line of processes while it holds; the launcher is
+// their subreaper) (--full-connection keeps it a protocol connection, for a command that
+// speaks to the daemon itself). Exit status: the command's;
 // 1 when no lease can be had (the message says why); 2 for a bad command line.
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -117,6 +120,10 @@ int main(int argc, char** argv)
                       << info.node << ", " << info.cold << " of them cold" << (info.cold > 0 ? " (allocated and zeroed just now)" : "")
                       << (info.path.empty() ? "" : ", " + info.path) << '\n';
         if (!full_connection) {
+            // Whatever the command starts stays below it (orphans are reparented to it, not to
+            // init), so the daemon can tell them all by their line and refuse them a connection
+            // of their own with the launcher's credentials. The attribute survives exec.
+            (void)::prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0UL, 0UL, 0UL);
             try {
                 (void)c.hold();
             } catch (const hugezerod::client_error& e) { // the lease goes back as we exit

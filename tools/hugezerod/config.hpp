@@ -1,15 +1,18 @@
 // hugezerod's configuration file (docs/daemon.md, "Configuration"): INI-style sections
 //
-//   [daemon]     socket, socket_mode, socket_group, metrics, allow_users, allow_groups, ready, max_clients,
-//                max_leases_per_client, prezero
+//   [daemon]     socket, socket_mode, socket_group, metrics, allow_users, allow_groups, trusted_users,
+//                ready, max_clients, max_clients_per_user, max_leases_per_client, max_leases_per_user,
+//                max_cold_acquires_per_user, max_bytes_per_user, idle_timeout, prezero
 //   [pool]       workers_per_node, refill_rate, batch, quiet_after_lease, retry_period
-//   [reservoir]  node, page, target, chunk, floor_pages, cgroup, directory (one section each)
+//   [reservoir]  node, page, target, chunk, floor_pages, cgroup, directory, recycle (one section each)
 //
 // This header: what a configuration holds. config_file.hpp reads one (every error names the
 // file, the line and the key: "hugezerod.conf:12: target: ..."); config_keys.hpp has the keys.
 #ifndef HUGEZERO_TOOLS_HUGEZEROD_CONFIG_HPP
 #define HUGEZERO_TOOLS_HUGEZEROD_CONFIG_HPP
 
+#include <chrono>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -50,9 +53,15 @@ struct config {
     std::string metrics;                                         ///< unix:PATH, tcp:127.0.0.1:PORT or empty (off).
     std::vector<uid_t> allow_users{0};                           ///< Peers allowed by uid.
     std::vector<gid_t> allow_groups;                             ///< Peers allowed by gid.
+    std::vector<uid_t> trusted_users;                            ///< Whose leases a `recycle = trusted-peers` reservoir recycles.
     ready_when ready = ready_when::filled;
     unsigned max_clients = 256;                                  ///< Connections at once.
+    unsigned max_clients_per_user = 64;                          ///< Connections of one uid at once.
     unsigned max_leases_per_client = 64;                         ///< Leases one connection may hold.
+    unsigned max_leases_per_user = 256;                          ///< Leases all connections of one uid may hold.
+    unsigned max_cold_acquires_per_user = 1;                     ///< Cold acquires of one uid in progress at once.
+    std::uint64_t max_bytes_per_user = 0;                        ///< Bytes of leases one uid may hold (0: no limit).
+    std::chrono::milliseconds idle_timeout{60000};               ///< A connection with no lease and no request closes after it (0: never).
     bool prezero = true;                                         ///< Run the kernel's pre-zeroing where it has it.
     hugezero::pool_options pool{};                               ///< Reservoirs come from the sections.
     std::vector<reservoir_config> reservoirs;

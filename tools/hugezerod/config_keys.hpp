@@ -121,6 +121,11 @@ inline std::map<std::string, setter> daemon_keys(config& c)
              for (const auto word : split_list(v))
                  c.allow_users.push_back(user_id(word));
          }},
+        {"trusted_users", [&](std::string_view v) {
+             c.trusted_users.clear();
+             for (const auto word : split_list(v))
+                 c.trusted_users.push_back(user_id(word));
+         }},
         {"allow_groups", [&](std::string_view v) {
              c.allow_groups.clear();
              for (const auto word : split_list(v))
@@ -136,6 +141,13 @@ inline std::map<std::string, setter> daemon_keys(config& c)
          }},
         {"max_clients", [&](std::string_view v) { c.max_clients = count(v, 1, 65536); }},
         {"max_leases_per_client", [&](std::string_view v) { c.max_leases_per_client = count(v, 1, 65536); }},
+        {"max_clients_per_user", [&](std::string_view v) { c.max_clients_per_user = count(v, 1, 65536); }},
+        {"max_leases_per_user", [&](std::string_view v) { c.max_leases_per_user = count(v, 1, 1 << 20); }},
+        {"max_cold_acquires_per_user", [&](std::string_view v) { c.max_cold_acquires_per_user = count(v, 1, 1024); }},
+        {"max_bytes_per_user", [&](std::string_view v) { c.max_bytes_per_user = hugezero_tools::parse_bytes(v); }},
+        {"idle_timeout", [&](std::string_view v) {
+             c.idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(hugezero_tools::parse_duration(v));
+         }},
         {"prezero", [&](std::string_view v) {
              if (v != "auto" && v != "off")
                  throw std::invalid_argument("expected auto or off");
@@ -174,6 +186,11 @@ inline std::map<std::string, setter> reservoir_keys(hugezero::reservoir_options&
          }},
         {"cgroup", [&](std::string_view v) { r.cgroup = std::string(v); }},
         {"directory", [&](std::string_view v) { r.directory = std::string(v); }},
+        {"recycle", [&](std::string_view v) {
+             if (v != "off" && v != "trusted-peers")
+                 throw std::invalid_argument("expected off or trusted-peers");
+             r.recycle = v == "trusted-peers";
+         }},
     };
 }
 

@@ -2,18 +2,24 @@
 // return them. A warm acquire is served on the loop (a hand-over of microseconds); one that
 // needs cold pages (allocated, and zeroed, on the spot) and every lease given back (the
 // recycler looks through /proc) go to the job threads, and their answers come back to the loop.
-// A lease follows its connection: when the connection closes its leases go back to the pool,
-// which recycles each once nothing else refers to its file.
+// A lease follows its connection: when the connection closes its leases go back to the pool.
+// A lease given back is emptied (its pages back to the kernel at once: pool::retire()), unless
+// its reservoir says `recycle = trusted-peers` and its holder's uid is among trusted_users: the
+// pool then recycles it once nothing else refers to its file (pool::recycle()).
 #ifndef HUGEZERO_TOOLS_HUGEZEROD_LEASE_DESK_HPP
 #define HUGEZERO_TOOLS_HUGEZEROD_LEASE_DESK_HPP
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <stop_token>
 #include <string>
 #include <utility>
+
+#include <sys/types.h>
 
 #include <hugezero/pool.hpp>
 
@@ -48,30 +54,40 @@ public:
         return it == desks_.end() ? 0 : it->second.leases.size();
     }
 
-    /// Serves @p r for @p connection: a lease, or an error reply.
-    void acquire(std::uint64_t connection, protocol::acquire_request r)
+    /// Whether @p connection holds a lease or waits for one.
+    [[nodiscard]] bool busy(std::uint64_t connection) const
+    {
+        const auto it = desks_.find(connection);
+        return it != desks_.end() && (!it->second.leases.empty() || !it->second.pending.empty());
+    }
+
+    /// Serves @p r for @p connection, whose peer is @p uid: a lease, or an error reply. A
+    /// connection, and all connections of one uid together, hold at most their limits of
+    /// leases (cold acquires in progress count); a uid has at most max_cold_acquires_per_user
+    /// cold acquires running on the job threads, its others wait for them in turn.
+    void acquire(std::uint64_t connection, uid_t uid, protocol::acquire_request r)
     {
         holding& h = desks_[connection];
+        h.uid = uid;
         if (h.leases.size() + h.pending.size() >= config_.max_leases_per_client)
             return refuse(connection, EBUSY, "this connection holds " + std::to_string(config_.max_leases_per_client)
                                                  + " leases already (max_leases_per_client)");
+        if (const std::size_t held = leases_of_user(uid); held >= config_.max_leases_per_user)
+            return refuse(connection, EBUSY, "uid " + std::to_string(uid) + " holds " + std::to_string(held)
+                                                 + " leases already over all its connections (max_leases_per_user)");
+        if (const std::uint64_t held = bytes_of_user(uid); config_.max_bytes_per_user != 0 && held + r.bytes > config_.max_bytes_per_user)
+            return refuse(connection, EDQUOT, "uid " + std::to_string(uid) + " holds " + std::to_string(held) + " bytes of leases already: "
+                                                  + std::to_string(r.bytes) + " more would exceed its max_bytes_per_user of "
+                                                  + std::to_string(config_.max_bytes_per_user));
         auto warm = try_acquire(r, hugezero::acquire_options{0, {}, r.name});
         const bool cold_allowed = !r.max_cold_pages || *r.max_cold_pages > 0;
         if (warm || warm.error.value() != EAGAIN || !cold_allowed)
             return deliver(connection, r, std::move(warm));
-        auto stop = std::make_shared<std::stop_source>();
-        const std::uint64_t job = next_job_++;
-        h.pending.emplace(job, stop);
-        jobs_.post([this, connection, job, r, stop](std::stop_token runner) -> std::function<void()> {
-            const std::stop_callback relay(runner, [&] { stop->request_stop(); });
-            auto got = std::make_shared<hugezero::acquire_result>(
-                try_acquire(r, hugezero::acquire_options{r.max_cold_pages, stop->get_token(), r.name}));
-            return [this, connection, job, r, got] {
-                if (const auto it = desks_.find(connection); it != desks_.end())
-                    it->second.pending.erase(job);
-                deliver(connection, r, std::move(*got));
-            };
-        });
+        cold_request cold{connection, next_job_++, std::move(r), std::make_shared<std::stop_source>()};
+        h.pending.emplace(cold.job, cold.stop);
+        h.pending_bytes += cold.r.bytes;
+        cold_users_[uid].waiting.push_back(std::move(cold));
+        start_cold(uid);
     }
 
     /// Takes lease @p id back from @p connection and answers with what the pool did with it.
@@ -83,7 +99,7 @@ public:
         auto l = std::move(d->second.leases.extract(id).mapped());
         --counters_.leases_held;
         ++counters_.leases_taken_back;
-        take_back(std::move(l), "", [this, connection, id](const std::string& status) {
+        take_back(std::move(l), d->second.uid, "", [this, connection, id](const std::string& status) {
             (void)reply_(connection, protocol::format(protocol::released_reply{id, status}), -1);
         });
     }
@@ -100,16 +116,89 @@ public:
         for (auto& [id, l] : d->second.leases) {
             --counters_.leases_held;
             ++counters_.leases_taken_back;
-            take_back(std::move(l), "its connection closed");
+            take_back(std::move(l), d->second.uid, "its connection closed");
         }
         desks_.erase(d);
     }
 
 private:
     struct holding {
+        uid_t uid = static_cast<uid_t>(-1); // the peer's
+        std::uint64_t pending_bytes = 0;      // of the cold acquires in `pending`
         std::map<std::uint64_t, std::shared_ptr<hugezero::lease>> leases;       // by lease id
         std::map<std::uint64_t, std::shared_ptr<std::stop_source>> pending;     // cold acquires in flight, by job
     };
+
+    // A cold acquire, queued or running.
+    struct cold_request {
+        std::uint64_t connection = 0;
+        std::uint64_t job = 0;
+        protocol::acquire_request r;
+        std::shared_ptr<std::stop_source> stop;
+    };
+    // One uid's cold acquires.
+    struct cold_user {
+        unsigned running = 0;
+        std::deque<cold_request> waiting;
+    };
+
+    // The leases, and cold acquires in progress, of every connection of @p uid.
+    [[nodiscard]] std::size_t leases_of_user(uid_t uid) const
+    {
+        std::size_t n = 0;
+        for (const auto& [id, h] : desks_)
+            if (h.uid == uid)
+                n += h.leases.size() + h.pending.size();
+        return n;
+    }
+
+    // The bytes of the leases, and of the cold acquires in progress, of every connection of @p uid.
+    [[nodiscard]] std::uint64_t bytes_of_user(uid_t uid) const
+    {
+        std::uint64_t n = 0;
+        for (const auto& [id, h] : desks_)
+            if (h.uid == uid) {
+                n += h.pending_bytes;
+                for (const auto& [lease_id, l] : h.leases)
+                    n += l->size();
+            }
+        return n;
+    }
+
+    // Starts @p uid's waiting cold acquires while it has fewer than its limit running; those
+    // whose connection closed meanwhile are dropped.
+    void start_cold(uid_t uid)
+    {
+        cold_user& u = cold_users_[uid];
+        while (u.running < config_.max_cold_acquires_per_user && !u.waiting.empty()) {
+            cold_request c = std::move(u.waiting.front());
+            u.waiting.pop_front();
+            if (c.stop->stop_requested())
+                continue;
+            ++u.running;
+            run_cold(uid, std::move(c));
+        }
+        if (u.running == 0 && u.waiting.empty())
+            cold_users_.erase(uid);
+    }
+
+    void run_cold(uid_t uid, cold_request c)
+    {
+        jobs_.post([this, uid, c = std::move(c)](std::stop_token runner) -> std::function<void()> {
+            const std::stop_callback relay(runner, [&] { c.stop->request_stop(); });
+            auto got = std::make_shared<hugezero::acquire_result>(
+                try_acquire(c.r, hugezero::acquire_options{c.r.max_cold_pages, c.stop->get_token(), c.r.name}));
+            return [this, uid, connection = c.connection, job = c.job, r = c.r, got] {
+                if (const auto it = desks_.find(connection); it != desks_.end()) {
+                    it->second.pending.erase(job);
+                    it->second.pending_bytes -= r.bytes;
+                }
+                --cold_users_[uid].running;
+                deliver(connection, r, std::move(*got));
+                start_cold(uid);
+            };
+        });
+    }
 
     void refuse(std::uint64_t connection, int code, const std::string& why)
     {
@@ -142,27 +231,38 @@ private:
         const protocol::lease_reply text{id, l->node().value(), l->page().kib(), l->pages(), l->cold_pages(), l->path().string()};
         if (d == desks_.end() || !reply_(connection, protocol::format(text), l->fd())) {
             ++counters_.leases_undelivered;
-            return take_back(std::move(l), "its client left, or could not take it");
+            return take_back(std::move(l), d == desks_.end() ? static_cast<uid_t>(-1) : d->second.uid,
+                             "its client left, or could not take it");
         }
         d->second.leases.emplace(id, std::move(l));
         ++counters_.leases_granted;
         ++counters_.leases_held;
     }
 
-    // Gives @p l back to the pool on a job thread; then @p done(status) on the loop.
-    void take_back(std::shared_ptr<hugezero::lease> l, const std::string& why, std::function<void(const std::string&)> done = nullptr)
+    // Whether leases of @p uid may be recycled (where their reservoir recycles at all).
+    [[nodiscard]] bool trusted(uid_t uid) const
     {
-        jobs_.post([this, l = std::move(l), why, done = std::move(done)](std::stop_token) -> std::function<void()> {
+        return std::find(config_.trusted_users.begin(), config_.trusted_users.end(), uid) != config_.trusted_users.end();
+    }
+
+    // Gives @p l, held by @p uid, back to the pool on a job thread; then @p done(status) on
+    // the loop.
+    void take_back(std::shared_ptr<hugezero::lease> l, uid_t uid, const std::string& why,
+                   std::function<void(const std::string&)> done = nullptr)
+    {
+        const bool recycle = trusted(uid);
+        jobs_.post([this, l = std::move(l), recycle, why, done = std::move(done)](std::stop_token) -> std::function<void()> {
             hugezero::recycle_result r;
             try {
-                r = pool_.recycle(std::move(*l));
+                r = recycle ? pool_.recycle(std::move(*l)) : pool_.retire(std::move(*l));
             } catch (const std::exception& e) { // the lease closes: its pages go back to the kernel
                 r.status = hugezero::recycle_status::unusable;
                 r.message = e.what();
             }
             return [this, word = protocol::word(r.status), message = r.message, status = r.status, why, done] {
                 ++counters_.recycles[word];
-                if (status != hugezero::recycle_status::recycled) // a recycle is counted, not logged
+                using hugezero::recycle_status;
+                if (status != recycle_status::recycled && status != recycle_status::emptied) // counted, not logged
                     hooks_.log(level::info, "a lease given back" + (why.empty() ? "" : " (" + why + ")") + ": " + word + ": " + message);
                 if (done)
                     done(word);
@@ -177,6 +277,7 @@ private:
     const server_hooks& hooks_;
     reply_function reply_ = [](std::uint64_t, const std::string&, int) { return false; };
     std::map<std::uint64_t, holding> desks_; // by connection id
+    std::map<uid_t, cold_user> cold_users_;  // uids with cold acquires queued or running
     std::uint64_t next_lease_ = 1;
     std::uint64_t next_job_ = 1;
 };

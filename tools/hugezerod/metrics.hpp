@@ -23,7 +23,8 @@ namespace hugezerod {
 struct daemon_counters {
     std::uint64_t clients = 0;              ///< Connections open now.
     std::uint64_t connections = 0;          ///< Connections accepted, ever.
-    std::uint64_t connections_refused = 0;  ///< Peers not allowed, or over max_clients.
+    std::uint64_t connections_refused = 0;  ///< Peers not allowed, or over max_clients or max_clients_per_user.
+    std::uint64_t idle_connections_closed = 0; ///< Closed after idle_timeout with no lease.
     std::uint64_t bad_requests = 0;         ///< Malformed, oversized, wrong version, with fds: connection closed.
     std::uint64_t leases_held = 0;          ///< Leases out to clients now.
     std::uint64_t leases_granted = 0;       ///< Leases handed out, ever.
@@ -130,6 +131,8 @@ inline std::string metrics_text(const std::vector<hugezero::reservoir_statistics
     daemon("hugezerod_connections_total", "counter", "Client connections accepted.", d.connections);
     daemon("hugezerod_connections_refused_total", "counter", "Connections refused: peer not allowed or too many clients.",
            d.connections_refused);
+    daemon("hugezerod_idle_connections_closed_total", "counter", "Connections closed after idle_timeout with no lease.",
+           d.idle_connections_closed);
     daemon("hugezerod_bad_requests_total", "counter", "Malformed requests (the connection was closed).", d.bad_requests);
     daemon("hugezerod_leases_held", "gauge", "Leases held by connected clients.", d.leases_held);
     daemon("hugezerod_leases_granted_total", "counter", "Leases handed to clients.", d.leases_granted);

@@ -4,6 +4,8 @@
 #define HUGEZERO_TOOLS_HUGEZEROD_PEER_HPP
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,34 @@ inline peer peer_of(int s)
     groups.resize(rc == 0 ? length / sizeof(gid_t) : 0);
     p.groups = std::move(groups);
     return p;
+}
+
+/// The parent of process @p pid (/proc/PID/stat), or 0 if it cannot be read.
+inline pid_t parent_of(pid_t pid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(in, line);
+    const auto close = line.rfind(')'); // the name may hold spaces and parentheses
+    if (close == std::string::npos)
+        return 0;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    return rest ? parent : 0;
+}
+
+/// Which of @p held (processes that said hold on a connection still open) is @p pid or one of
+/// its ancestors, or 0: the program hugezero-run started keeps the launcher's process (exec),
+/// and the launcher makes it the subreaper of everything it starts, so no descendant leaves
+/// its line.
+inline pid_t held_ancestor(pid_t pid, const std::vector<pid_t>& held)
+{
+    for (int depth = 0; pid > 1 && depth < 128; ++depth, pid = parent_of(pid))
+        if (std::find(held.begin(), held.end(), pid) != held.end())
+            return pid;
+    return 0;
 }
 
 /// Whether @p c lets @p p in: its uid among allow_users, or its group or one of its

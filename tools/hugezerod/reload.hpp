@@ -22,7 +22,7 @@ struct reload_plan {
 namespace detail_reload {
 
 // Why @p fresh cannot replace @p old in a running daemon, or "": the reservoirs' set, and each
-// one's node, page, chunk, cgroup and directory, change only with a restart.
+// one's node, page, chunk, cgroup, directory and recycle, change only with a restart.
 inline std::string restart_needed(const config& old, const config& fresh)
 {
     if (fresh.reservoirs.size() != old.reservoirs.size())
@@ -30,9 +30,10 @@ inline std::string restart_needed(const config& old, const config& fresh)
     for (std::size_t i = 0; i < fresh.reservoirs.size(); ++i) {
         const auto& a = fresh.reservoirs[i].options;
         const auto& b = old.reservoirs[i].options;
-        if (!(a.which == b.which) || a.cgroup != b.cgroup || a.directory != b.directory || a.chunk_bytes != b.chunk_bytes)
+        if (!(a.which == b.which) || a.cgroup != b.cgroup || a.directory != b.directory || a.chunk_bytes != b.chunk_bytes
+            || a.recycle != b.recycle)
             return fresh.file + ":" + std::to_string(fresh.reservoirs[i].line)
-                   + ": [reservoir]: changing its node, page, chunk, cgroup or directory needs a restart";
+                   + ": [reservoir]: changing its node, page, chunk, cgroup, directory or recycle needs a restart";
     }
     return {};
 }

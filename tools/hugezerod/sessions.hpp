@@ -6,6 +6,7 @@
 #define HUGEZERO_TOOLS_HUGEZEROD_SESSIONS_HPP
 
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include <sys/socket.h>
 
@@ -48,10 +50,11 @@ public:
     /// Connections open now.
     [[nodiscard]] std::size_t count() const noexcept { return clients_.size(); }
 
-    /// Once a tick: closes lingering connections whose time is up, and takes connections again
-    /// if a shortage of fds stopped it.
+    /// Once a tick: closes idle connections and lingering ones whose time is up, and takes
+    /// connections again if a shortage of fds stopped it.
     void tick(std::chrono::steady_clock::time_point now)
     {
+        close_idle(now);
         for (auto it = lingering_.begin(); it != lingering_.end();)
             if (it->second.until < now) {
                 loop_.forget(it->first);
@@ -78,6 +81,11 @@ private:
         hugezero::unique_fd socket;
         hugezerod::peer peer;
         bool hold_only = false; // said hold: it keeps its leases, every later request is refused
+        std::chrono::steady_clock::time_point last_request = std::chrono::steady_clock::now();
+    };
+    struct refusal {
+        int code = 0; // 0: none
+        std::string why;
     };
     struct lingerer {
         hugezero::unique_fd socket;
@@ -97,11 +105,10 @@ private:
                 return accept_failed(errno);
             out_of_fds_ = false;
             hugezerod::peer p = peer_of(s.get());
-            if (const std::string refusal = refusal_for(p); !refusal.empty()) {
+            if (const refusal r = refusal_for(p); r.code != 0) {
                 ++counters_.connections_refused;
-                hooks_.log(level::notice, "refused " + p.text() + ": " + refusal);
-                const int code = refusal.find("uid") == 0 ? EACCES : EBUSY;
-                (void)hugezero::send_message(s.get(), protocol::format_error(code, refusal), -1, MSG_DONTWAIT);
+                hooks_.log(level::notice, "refused " + p.text() + ": " + r.why);
+                (void)hugezero::send_message(s.get(), protocol::format_error(r.code, r.why), -1, MSG_DONTWAIT);
                 linger(std::move(s));
                 continue;
             }
@@ -123,13 +130,50 @@ private:
         accept_paused_ = true;
     }
 
-    [[nodiscard]] std::string refusal_for(const hugezerod::peer& p) const
+    [[nodiscard]] refusal refusal_for(const hugezerod::peer& p) const
     {
         if (!allowed(config_, p))
-            return "uid " + std::to_string(p.uid) + " is not allowed by " + config_.file + " (allow_users, allow_groups)";
+            return {EACCES, "uid " + std::to_string(p.uid) + " is not allowed by " + config_.file + " (allow_users, allow_groups)"};
         if (clients_.size() >= config_.max_clients)
-            return "the daemon serves " + std::to_string(config_.max_clients) + " clients already (max_clients)";
+            return {EBUSY, "the daemon serves " + std::to_string(config_.max_clients) + " clients already (max_clients)"};
+        if (const pid_t launcher = launched_by_held(p); launcher != 0)
+            return {EPERM, "pid " + std::to_string(p.pid) + " was started by a process that said hold (pid " + std::to_string(launcher)
+                               + ", e.g. hugezero-run): it may not connect with the launcher's credentials (hugezero-run "
+                               + "--full-connection hands the command a connection of its own instead)"};
+        const auto same_user = std::count_if(clients_.begin(), clients_.end(), [&](const auto& c) { return c.second.peer.uid == p.uid; });
+        if (static_cast<std::size_t>(same_user) >= config_.max_clients_per_user)
+            return {EBUSY, "uid " + std::to_string(p.uid) + " has " + std::to_string(same_user)
+                               + " connections open already (max_clients_per_user)"};
         return {};
+    }
+
+    // The process that said hold on a connection still open and that is @p p's process or
+    // one of its ancestors, or 0.
+    [[nodiscard]] pid_t launched_by_held(const hugezerod::peer& p) const
+    {
+        std::vector<pid_t> held;
+        for (const auto& [id, c] : clients_)
+            if (c.hold_only && c.peer.pid > 1)
+                held.push_back(c.peer.pid);
+        return held.empty() || p.pid <= 0 ? 0 : held_ancestor(p.pid, held);
+    }
+
+    // Closes the connections that hold no lease, wait for none, and have asked nothing for
+    // idle_timeout: a peer cannot keep a place among max_clients for free.
+    void close_idle(std::chrono::steady_clock::time_point now)
+    {
+        if (config_.idle_timeout.count() == 0)
+            return;
+        std::vector<std::uint64_t> idle;
+        for (const auto& [id, c] : clients_)
+            if (now - c.last_request >= config_.idle_timeout && !desk_.busy(id))
+                idle.push_back(id);
+        for (const std::uint64_t id : idle) {
+            ++counters_.idle_connections_closed;
+            hooks_.log(level::info, clients_.at(id).peer.text() + ": no lease and no request for "
+                                        + std::to_string(config_.idle_timeout.count()) + " ms (idle_timeout); connection closed");
+            close_client(id);
+        }
     }
 
     void on_client(std::uint64_t id, std::uint32_t events)
@@ -146,6 +190,7 @@ private:
                 return close_client(id);
             if (const auto why = malformed(in))
                 return refuse_and_close(id, *why);
+            it->second.last_request = std::chrono::steady_clock::now();
             handle(id, it->second, in.bytes);
         }
         if ((events & (EPOLLHUP | EPOLLERR)) != 0 && (events & EPOLLIN) == 0)
@@ -173,7 +218,7 @@ private:
             return refuse_on_held(id, r);
         static_assert(std::variant_size_v<protocol::request> == 4, "a new verb needs its case here");
         if (auto* a = std::get_if<protocol::acquire_request>(&r))
-            desk_.acquire(id, std::move(*a));
+            desk_.acquire(id, c.peer.uid, std::move(*a));
         else if (const auto* g = std::get_if<protocol::release_request>(&r))
             desk_.release(id, g->lease);
         else if (std::holds_alternative<protocol::status_request>(r))

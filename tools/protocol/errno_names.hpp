@@ -21,7 +21,7 @@ inline const std::vector<std::pair<int, std::string_view>>& errno_names()
         {EACCES, "EACCES"},   {ENOSPC, "ENOSPC"}, {EAGAIN, "EAGAIN"},     {ENODEV, "ENODEV"},
         {ENOENT, "ENOENT"},   {EEXIST, "EEXIST"}, {ENOMEM, "ENOMEM"},     {ECANCELED, "ECANCELED"},
         {EMFILE, "EMFILE"},   {EBUSY, "EBUSY"},   {EIO, "EIO"},           {EPERM, "EPERM"},
-        {ESHUTDOWN, "ESHUTDOWN"}, {EINTR, "EINTR"}, {ENOTSUP, "ENOTSUP"}};
+        {ESHUTDOWN, "ESHUTDOWN"}, {EINTR, "EINTR"}, {ENOTSUP, "ENOTSUP"}, {EDQUOT, "EDQUOT"}};
     return names;
 }
 inline std::string errno_name(int code)

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -44,13 +45,14 @@ inline bool is_pid(std::string_view name) noexcept
     return !name.empty() && name.find_first_not_of("0123456789") == std::string_view::npos;
 }
 
-// Whether an fd of process @p pid (other than @p own_fds in this process) is the file
-// @p file; sets @p error when the process's fds cannot be listed (ENOENT: it is gone).
-inline std::optional<std::string> fd_holder(const std::string& proc, const std::string& pid, bool self,
+// Whether an fd in the descriptor table listed at @p fd_dir (a process's or a thread's, named
+// @p who in messages; other than @p own_fds when it is this process's) is the file @p file;
+// sets @p error when the table cannot be listed (ENOENT: it is gone).
+inline std::optional<std::string> fd_holder(const std::string& fd_dir, const std::string& who, bool self,
                                             const std::vector<int>& own_fds, const struct stat& file, int& error)
 {
     error = 0;
-    unique_fd dir_fd(::open((proc + "/" + pid + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    unique_fd dir_fd(::open(fd_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     DIR* dir = dir_fd ? ::fdopendir(dir_fd.get()) : nullptr;
     if (dir == nullptr) {
         error = errno;
@@ -68,11 +70,57 @@ inline std::optional<std::string> fd_holder(const std::string& proc, const std::
             continue;
         struct stat st {};
         if (::fstatat(listing, entry->d_name, &st, 0) == 0 && st.st_dev == file.st_dev && st.st_ino == file.st_ino) {
-            found = "fd " + std::string(name) + " of process " + pid;
+            found = "fd " + std::string(name) + " of " + who;
             break;
         }
     }
     ::closedir(dir);
+    return found;
+}
+
+// Whether thread @p tid of process @p pid shares the process's descriptor table (kcmp
+// KCMP_FILES): a thread that called unshare(CLONE_FILES) has one of its own, shown only in
+// /proc/PID/task/TID/fd. False when it cannot be told (then its table is searched too).
+inline bool shares_files_with_process(pid_t pid, pid_t tid) noexcept
+{
+    constexpr int kcmp_files = 2; // <linux/kcmp.h>
+    return ::syscall(SYS_kcmp, pid, tid, kcmp_files, 0UL, 0UL) == 0;
+}
+
+// Searches the descriptor tables of process @p pid: its own, and each of its threads' that
+// is not the same (a thread that unshared it, or every thread once the leader has exited).
+inline std::optional<std::string> fd_holder_in_process(const std::string& proc, const std::string& pid, bool self,
+                                                       const std::vector<int>& own_fds, const struct stat& file, int& error)
+{
+    const std::string base = proc + "/" + pid;
+    if (auto found = fd_holder(base + "/fd", "process " + pid, self, own_fds, file, error))
+        return found;
+    const int process_error = error;
+    unique_fd tasks_fd(::open((base + "/task").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    DIR* tasks = tasks_fd ? ::fdopendir(tasks_fd.get()) : nullptr;
+    if (tasks == nullptr) {
+        error = process_error != 0 ? process_error : errno;
+        return std::nullopt;
+    }
+    (void)tasks_fd.release();
+    std::optional<std::string> found;
+    error = 0;
+    while (const dirent* entry = ::readdir(tasks)) {
+        const std::string tid = entry->d_name;
+        if (!is_pid(tid) || tid == pid)
+            continue;
+        if (process_error == 0 && shares_files_with_process(std::atoi(pid.c_str()), std::atoi(tid.c_str())))
+            continue;
+        int task_error = 0;
+        found = fd_holder(base + "/task/" + tid + "/fd", "thread " + tid + " of process " + pid, self, own_fds, file, task_error);
+        if (found)
+            break;
+        if (task_error != 0 && task_error != ENOENT && error == 0)
+            error = task_error;
+    }
+    ::closedir(tasks);
+    if (!found && error == 0 && process_error != ENOENT)
+        error = process_error; // a leader that exited lists nothing, which is not an error
     return found;
 }
 
@@ -134,7 +182,7 @@ inline file_references find_other_holders(int fd, std::vector<int> also_mine = {
             continue;
         int fd_error = 0;
         int maps_error = 0;
-        if (auto found = holders::fd_holder(proc, pid, pid == me, also_mine, file, fd_error)) {
+        if (auto found = holders::fd_holder_in_process(proc, pid, pid == me, also_mine, file, fd_error)) {
             result.holder = std::move(*found);
             break;
         }

@@ -89,8 +89,7 @@ public:
     {
         (void)page;
         try {
-            const auto [pages, error] = kernel_->file_page_count(fd);
-            return {pages, error};
+            return kernel_->file_page_count(fd);
         } catch (...) {
             return {0, ENOMEM};
         }

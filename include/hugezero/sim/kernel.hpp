@@ -432,8 +432,9 @@ public:
     /// kernel.
     [[nodiscard]] std::uint64_t written_file_pages(int fd);
 
-    /// The pages the file behind @p fd holds (also past its end), or the errno.
-    std::pair<std::uint64_t, int> file_page_count(int fd);
+    /// The pages the file behind @p fd holds (also past its end) and its size in pages (a
+    /// simulated file has no name: no link), or the errno.
+    file_pages file_page_count(int fd);
 
     /// The file behind @p fd: its size in pages and, per node, the pages it holds there. Not a
     /// file operation (no fault injection): for tests that check placement.

@@ -143,13 +143,13 @@ inline std::uint64_t kernel::written_file_pages(int fd)
     return file_for_test_locked(fd).written.size();
 }
 
-inline std::pair<std::uint64_t, int> kernel::file_page_count(int fd)
+inline file_pages kernel::file_page_count(int fd)
 {
     file* f = nullptr;
     if (const int error = begin_file_call(fd, file_operation::stat, f))
         return {0, error};
     const std::lock_guard lock(mutex_);
-    return {f->pages.size(), 0};
+    return {f->pages.size(), 0, f->size_pages, 0};
 }
 
 inline page_layout kernel::file_layout(int fd)

@@ -56,8 +56,11 @@ public:
     /// The lease, or why there is none; on failure nothing is kept.
     acquire_result make()
     {
-        if (auto refused = refuse_early_if_too_cold())
+        if (auto refused = refuse_early()) {
+            if (refused->error.value() == EAGAIN)
+                reshape_for_unmet_lease();
             return std::move(*refused);
+        }
         const bool short_of_pages = take_file();
         const cold_hold hold(*this, short_of_pages);
         ready_ = file_.pages;
@@ -152,23 +155,67 @@ private:
             e_.state->quiet.extend(deadline_after(e_.options.quiet_after_lease));
     }
 
-    // The ready files leave more pages missing than the caller allows cold: refuse before the
-    // pool goes quiet and its files being filled are closed (take_file()). A caller that asks
-    // again until a lease is warm (a daemon's warm-only probe, a retrying launcher) must not
-    // keep the refill from making the file it waits for.
-    std::optional<acquire_result> refuse_early_if_too_cold() const
+    // Refusals that need no file, made before the pool goes quiet and its files being filled
+    // are closed (take_file()): the name asked for is taken, the ready files leave more pages
+    // missing than the caller allows cold, or more than the reservoir's cgroup may still be
+    // charged or the node has free above the floor, even counting the pages being filled. A caller that asks again and again for what it cannot have (a daemon's
+    // warm-only probe, a retrying launcher, a tenant asking for a terabyte every 200 ms) must
+    // not keep the refill from its work. take_file() and the checks after it still decide
+    // what they see then.
+    std::optional<acquire_result> refuse_early() const
     {
-        if (!max_cold_)
-            return std::nullopt;
+        if (const reservoir_directory* dir = e_.directory_of(which_); dir != nullptr && !name_.empty())
+            if (const std::string why = dir->name_in_use(name_); !why.empty())
+                return acquire_failure(EEXIST, cannot_lease(bytes_, which_) + why);
         std::uint64_t best = 0;
+        std::uint64_t filling = 0; // at most what the files being filled will hold (their pages are not free)
         {
             const auto g = e_.state->core.observe();
-            best = g->slots.at(which_).files.best_for(pages_);
+            const reservoir_slot& mine = g->slots.at(which_);
+            best = mine.files.best_for(pages_);
+            for (const auto& job : mine.jobs)
+                filling += job->goal();
         }
         const std::uint64_t missing = pages_ - std::min(best, pages_);
-        if (missing <= *max_cold_)
+        if (max_cold_ && missing > *max_cold_)
+            return acquire_failure(EAGAIN, cannot_lease(bytes_, which_) + too_cold_reason(best, missing, *max_cold_));
+        if (missing <= filling)
             return std::nullopt;
-        return acquire_failure(EAGAIN, cannot_lease(bytes_, which_) + too_cold_reason(best, missing, *max_cold_));
+        if (const std::uint64_t room = e_.charge_room(which_, missing - filling); room < missing - filling)
+            return acquire_failure(ENOSPC, cannot_lease(bytes_, which_) + over_charge_limit_reason(which_, best, missing, room,
+                                                                                               e_.charged.at(which_)->cgroup()));
+        const auto node = free_above_floor();
+        if (!node || node->above() >= missing - filling)
+            return std::nullopt; // unknown: the kernel decides
+        return acquire_failure(ENOSPC,
+                               cannot_lease(bytes_, which_) + short_of_pages_reason(which_, best, missing, node->available, node->floor));
+    }
+
+    // A lease refused as too cold while no ready file is large enough: with the default chunk,
+    // the refill makes files of its size from now on, and the smallest ready files go back to
+    // the kernel to leave room for one, so that the reservoir's fragmentation lasts one refill
+    // of one file (otherwise files of a small lease given earlier would keep a larger one cold
+    // for good, although the pages it needs are ready). Sheds at most the lease's pages, and
+    // leaves the quiet period and the files being filled alone; an explicit chunk is the
+    // operator's choice and is kept. At most once a second per reservoir: a peer asking for
+    // sizes in turn cannot keep the refill zeroing again what it sheds.
+    void reshape_for_unmet_lease()
+    {
+        std::vector<pool_file> surplus;
+        auto g = e_.state->core.lock();
+        reservoir_slot& mine = slot(*g);
+        const auto now = pool_clock::now();
+        if (!mine.chunk_follows_leases || pages_ > mine.target_pages || mine.files.best_for(pages_) >= pages_ || now < mine.next_reshape)
+            return;
+        mine.next_reshape = now + reshape_spacing;
+        mine.latest_lease_pages = pages_;
+        mine.follow_leases();
+        surplus = mine.files.shed_to(mine.target_pages - pages_);
+        g.unlock(); // `surplus` closes outside the lock: the refill wakes to make the new file
+        std::uint64_t shed = 0;
+        for (const pool_file& f : surplus)
+            shed += f.pages;
+        e_.state->counters.at(which_)->add(e_.state->counters.at(which_)->trimmed_pages, shed);
     }
 
     // The caller allows fewer cold pages than the @p missing ones: refuse before allocating.
@@ -180,21 +227,33 @@ private:
         return acquire_failure(EAGAIN, cannot_lease(bytes_, which_) + too_cold_reason(ready_, missing, *max_cold_));
     }
 
+    // The node's free pages of the lease's size and the reservoir's floor; empty if the
+    // kernel's counters cannot be read.
+    struct free_pages {
+        std::uint64_t available = 0;
+        std::uint64_t floor = 0;
+        [[nodiscard]] std::uint64_t above() const noexcept { return available > floor ? available - floor : 0; }
+    };
+    std::optional<free_pages> free_above_floor() const
+    {
+        try {
+            return free_pages{e_.m.available(which_), e_.state->counters.at(which_)->floor_pages.load()};
+        } catch (const std::exception&) {
+            return std::nullopt;
+        }
+    }
+
     // The node cannot give the @p missing pages above the floor: refuse before allocating
     // any (the kernel would zero every free page of the node in this thread, then fail).
     std::optional<acquire_result> refuse_if_node_lacks(std::uint64_t missing)
     {
-        std::uint64_t available = 0;
-        try {
-            available = e_.m.available(which_);
-        } catch (const std::exception&) {
+        const auto node = free_above_floor();
+        if (!node)
             return std::nullopt; // the counters cannot tell: let the kernel decide
-        }
-        const std::uint64_t floor = e_.state->counters.at(which_)->floor_pages.load();
-        if (available < floor || available - floor < missing) {
+        if (node->above() < missing) {
             put_back();
             return acquire_failure(ENOSPC, cannot_lease(bytes_, which_)
-                                               + short_of_pages_reason(which_, ready_, missing, available, floor));
+                                               + short_of_pages_reason(which_, ready_, missing, node->available, node->floor));
         }
         if (const std::uint64_t room = e_.charge_room(which_, missing); room < missing) {
             put_back();
@@ -280,6 +339,8 @@ private:
             roll_back(pages_ - cold); // the pages it had before it grew
         else
             put_back();
+        if (const reservoir_directory* dir = e_.directory_of(which_); error == EEXIST && dir != nullptr)
+            return acquire_failure(error, cannot_lease(bytes_, which_) + dir->name_in_use(name));
         return acquire_failure(error, cannot_lease(bytes_, which_) + "cannot name its file " + name + " in " + where + ": "
                                           + std::strerror(error));
     }
@@ -346,6 +407,8 @@ private:
     // How long an acquire waits for workers to leave the files it wants: they do after their
     // step (at most one page's zeroing for 1 GiB pages, ~35-250 ms); this is a safety net.
     static constexpr std::chrono::seconds yield_timeout{2};
+    // The least time between two reshapes of a reservoir (reshape_for_unmet_lease()).
+    static constexpr std::chrono::seconds reshape_spacing{1};
 
     pool_engine& e_;
     hstate which_;

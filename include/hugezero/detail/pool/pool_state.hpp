@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -37,6 +38,18 @@
 
 namespace hugezero::detail {
 
+/// Whether the file behind @p fd is exactly @p pages pages of @p page, every one allocated, with
+/// at most one name, once every page past its end is dropped (it is grown by a page and cut
+/// back: a shrink always drops them, a truncate to the same size need not). A tenant may have
+/// grown a file, written past its end, punched a hole or linked it elsewhere: the pool scrubs
+/// and serves again only a file that passes.
+inline bool cut_to_shape(hugetlb_files& files, int fd, page_size page, std::uint64_t pages)
+{
+    if (files.resize(fd, page, pages + 1) != 0 || files.resize(fd, page, pages) != 0)
+        return false;
+    return files.pages_in(fd, page).exactly(pages);
+}
+
 /// One hstate's reservoir: its settings, its ready files, the files being filled, the recycled
 /// files waiting for their scrub. Under the pool's lock.
 struct reservoir_slot {
@@ -62,22 +75,33 @@ struct reservoir_slot {
             chunk_pages = latest_lease_pages == 0 ? target_pages : std::min(latest_lease_pages, target_pages);
     }
 
+    pool_clock::time_point next_return_look{}; // the earliest the next file given back is looked at
+    pool_clock::time_point next_reshape{};     // the earliest the next unmet lease may reshape the files
+
     /// When the refill should look at the files given back again, if any are waiting.
     [[nodiscard]] std::optional<pool_clock::time_point> next_return_check() const noexcept
     {
         std::optional<pool_clock::time_point> next;
         for (const returned_file& r : returned)
             next = std::min(next.value_or(r.check_at), r.check_at);
+        if (next)
+            next = std::max(*next, next_return_look);
         return next;
     }
-    /// Takes a file given back whose time to be looked at again has come, if any.
-    std::optional<returned_file> take_due_return(pool_clock::time_point now)
+    /// Takes a file given back whose time to be looked at again has come, if any, at most one
+    /// per @p spacing: each look may search every process's descriptors, which a tenant with
+    /// many of them and many leases given back could make cost a CPU, and the refill waits
+    /// for it. The others wait their turn (their pages are the holder's meanwhile).
+    std::optional<returned_file> take_due_return(pool_clock::time_point now, std::chrono::nanoseconds spacing)
     {
+        if (now < next_return_look)
+            return std::nullopt;
         const auto due = std::find_if(returned.begin(), returned.end(), [&](const returned_file& r) { return r.check_at <= now; });
         if (due == returned.end())
             return std::nullopt;
         returned_file r = std::move(*due);
         returned.erase(due);
+        next_return_look = now + std::chrono::duration_cast<pool_clock::duration>(spacing);
         return r;
     }
     unsigned cold_allocations = 0;              // acquire()s allocating cold: the refill waits
@@ -180,8 +204,9 @@ struct pool_core {
 
     /// Takes every file of the reservoirs - ready, waiting for a scrub, given back and still
     /// referred to - for the caller to close outside the lock: the pool is ending. A named
-    /// reservoir's ready files (and those waiting for a scrub) keep their names, so they stay
-    /// for the next pool on the directory, which scrubs them; files given back go.
+    /// reservoir's files keep their names, so they stay for the next pool on the directory:
+    /// it scrubs the ready ones (and those waiting for a scrub), and watches those given back
+    /// until nothing refers to them, then empties them.
     std::vector<pool_file> take_every_file()
     {
         std::vector<pool_file> files;
@@ -196,8 +221,7 @@ struct pool_core {
             slot.returned.clear();
         }
         for (pool_file& f : files)
-            if (reservoir_directory::ready(f.name))
-                f.name.keep();
+            f.name.keep();
         return files;
     }
 
@@ -245,14 +269,18 @@ struct pool_state final : lease_owner {
         it->second->leases_out.fetch_sub(1, std::memory_order_relaxed);
         it->second->leased_pages.fetch_sub(pages, std::memory_order_relaxed);
         descriptions.take(ticket).reset(); // the pages may go back now
-        if (!pages_back)
-            return;
-        // Pages just went back to the kernel: refills of the node held for want of free pages
-        // may go on now.
+        if (pages_back)
+            pages_went_back(which.node);
+    }
+
+    /// Pages of @p node just went back to the kernel: refills of the node held for want of
+    /// free pages may go on now.
+    void pages_went_back(node_id node) noexcept
+    {
         auto g = core.lock();
         for (auto& [h, slot] : g->slots) {
             const refill_hold hold = slot.counters->current_hold();
-            if (h.node == which.node && (hold == refill_hold::floor || hold == refill_hold::no_pages)) {
+            if (h.node == node && (hold == refill_hold::floor || hold == refill_hold::no_pages)) {
                 slot.retry_at.reset();
                 slot.counters->hold.store(static_cast<int>(refill_hold::none), std::memory_order_relaxed);
             }
@@ -352,10 +380,12 @@ struct pool_engine {
         if (!o.directory.empty())
             name_reservoir(slot, o.which, o.directory);
     }
-    /// Keeps @p h's files in @p path (reservoir_options::directory) and adopts the ready files a
-    /// previous pool left there: each one whole and referred to by nothing else is queued for
-    /// its scrub (its content is not trusted), up to the target; the others go, but for one in
-    /// use elsewhere, which is left alone. @throws std::invalid_argument on a simulated
+    /// Keeps @p h's files in @p path (reservoir_options::directory) and takes over what a
+    /// previous pool left there. Its ready files: each one in shape and referred to by nothing
+    /// else is queued for its scrub (its content is not trusted), up to the target; the others
+    /// go, but for one in use elsewhere, which is left alone. Its leases' files (a daemon that
+    /// was killed with leases out): each waits, as a lease given back, until nothing refers to
+    /// it, and is then emptied, never recycled. @throws std::invalid_argument on a simulated
     /// kernel; std::system_error naming @p path if it cannot be used.
     void name_reservoir(reservoir_slot& slot, const hstate& h, const std::filesystem::path& path)
     {
@@ -367,23 +397,34 @@ struct pool_engine {
             pool_file file;
             file.fd = std::move(found.fd);
             file.name = std::move(found.name);
+            if (found.leased) {
+                watch_orphan(slot, h, std::move(file));
+                continue;
+            }
             std::string holder;
             if (m.files().sole_reference(file.fd.get(), holder) != 0) {
                 file.name.keep(); // in use elsewhere, or cannot tell: not ours to touch
                 continue;
             }
             const file_pages held = m.files().pages_in(file.fd.get(), h.size);
-            struct stat st {};
-            const bool whole = held.error == 0 && ::fstat(file.fd.get(), &st) == 0 && held.pages > 0
-                               && held.pages * h.size.bytes() == static_cast<std::uint64_t>(st.st_size);
-            if (!whole || slot.scrub_pages + held.pages > slot.target_pages)
+            if (held.error != 0 || held.pages == 0 || !cut_to_shape(m.files(), file.fd.get(), h.size, held.size_pages)
+                || slot.scrub_pages + held.size_pages > slot.target_pages)
                 continue; // removed, with its pages
-            file.pages = held.pages;
+            file.pages = held.size_pages;
             slot.scrub_pages += file.pages;
             slot.counters->add(slot.counters->scrubbing_pages, file.pages);
             slot.scrub_queue.push_back({std::move(file), 0});
         }
         directories.emplace(h, std::move(dir));
+    }
+    /// A lease's file a previous pool left: looked at by the refill at once, then every retry
+    /// period while something refers to it, and emptied once nothing does.
+    void watch_orphan(reservoir_slot& slot, const hstate& h, pool_file file)
+    {
+        file.pages = m.files().pages_in(file.fd.get(), h.size).pages;
+        slot.counters->add(slot.counters->returned_leases, 1);
+        slot.counters->add(slot.counters->waiting_pages, file.pages);
+        slot.returned.push_back({std::move(file), pool_clock::now(), true});
     }
     /// Has @p h's pages allocated by processes in @p cgroup (reservoir_options::cgroup).
     /// @throws std::invalid_argument on a simulated kernel (charging runs real processes);

@@ -19,88 +19,97 @@
 
 namespace hugezero::detail {
 
-/// Decides what becomes of a file given back (pool::recycle(), and later the refill for a file
-/// that was still referred to). The pool's description of the file must be the last reference
-/// (hugetlb_files::sole_reference()); else the file waits, and is looked at again every
-/// retry period. Room in the reservoir is reserved under the pool's lock, so that recycles
-/// racing each other and the refill never overfill it.
+/// Decides what becomes of a file given back (pool::recycle(), pool::retire(), and later the
+/// refill for a file that was still referred to). A file is recycled only where its reservoir
+/// recycles (reservoir_options::recycle), the caller did not retire it, and the pool's own
+/// description of it is the last reference (hugetlb_files::sole_reference()); while it is not,
+/// the file waits, and is looked at again every retry period. Every other file is emptied at
+/// once (cut to 0 pages: its pages go back to the kernel, which zeroes them before anyone gets
+/// them, and whoever still maps it gets SIGBUS) and its name removed, so nothing a tenant kept
+/// can reach a page after it was given back. Room in the reservoir is reserved under the pool's
+/// lock, so that recycles racing each other and the refill never overfill it.
 class recycler {
 public:
     recycler(pool_engine& engine, const hstate& h) : e_(engine), h_(h), c_(*engine.state->counters.at(h)) {}
 
-    /// Takes @p l back (it is left closed). @throws hugezero::closed_handle_error if @p l is
-    /// closed; std::invalid_argument if the pool did not make it.
-    static recycle_result take_back(pool_engine& e, lease& l)
+    /// Takes @p l back (it is left closed): recycled if @p may_recycle and its reservoir
+    /// recycles, else emptied. @throws hugezero::closed_handle_error if @p l is closed;
+    /// std::invalid_argument if the pool did not make it.
+    static recycle_result take_back(pool_engine& e, lease& l, bool may_recycle)
     {
         if (!l)
             throw closed_handle_error("pool::recycle() of a closed lease");
         if (lease_access::owner_of(l) != e.state.get())
             throw std::invalid_argument("hugezero: pool::recycle() of a lease this pool did not make (" + to_string(l.which()) + ")");
         const hstate h = l.which();
-        const std::uint64_t pages = l.pages();
-        file_name name = lease_access::take_name(l); // removed at the end unless the pool keeps the file
-        std::optional<pool_file> own = take_own_description(e, l, pages);
-        if (own)
-            own->name = std::move(name);
+        pool_file file;
+        file.pages = l.pages();
+        file.name = lease_access::take_name(l); // removed at the end unless the pool keeps the file
+        unique_fd own = e.state->descriptions.take(lease_access::ticket_of(l));
         unique_fd lease_fd = lease_access::take_fd(l); // counted as a lease returned
-        lease_fd.reset();
         recycler r(e, h);
-        if (!own)
-            return r.refuse(recycle_status::unverifiable,
+        const bool own_description = static_cast<bool>(own);
+        file.fd = own_description ? std::move(own) : std::move(lease_fd);
+        lease_fd.reset();
+        if (!may_recycle)
+            return r.refuse(std::move(file), recycle_status::emptied, "it was retired (pool::retire())");
+        if (!r.c_.listed)
+            return r.refuse(std::move(file), recycle_status::no_reservoir, "the pool has no reservoir for " + to_string(h));
+        if (!r.c_.recycle)
+            return r.refuse(std::move(file), recycle_status::emptied, "recycling is off for this reservoir (reservoir_options::recycle)");
+        if (!own_description)
+            return r.refuse(std::move(file), recycle_status::unverifiable,
                             "the pool has no description of its own of the file to tell when the lease is gone "
                             "(/proc/self/fd could not be opened when it was made)");
-        if (!r.c_.listed)
-            return r.refuse(recycle_status::no_reservoir, "the pool has no reservoir for " + to_string(h));
-        return r.settle(std::move(*own), true);
+        return r.settle(std::move(file), true, true);
     }
 
-    /// Looks again at @p file of @p h, given back while still referred to: it is recycled,
-    /// waits again, or goes back to the kernel.
-    static void look_again(pool_engine& e, const hstate& h, pool_file file) { (void)recycler(e, h).settle(std::move(file), false); }
+    /// Looks again at @p r, a file of @p h given back while still referred to: it is
+    /// recycled (unless it is only to be reclaimed), waits again, or is emptied.
+    static void look_again(pool_engine& e, const hstate& h, returned_file r)
+    {
+        (void)recycler(e, h).settle(std::move(r.file), false, !r.reclaim_only);
+    }
 
 private:
-    static std::optional<pool_file> take_own_description(pool_engine& e, const lease& l, std::uint64_t pages)
-    {
-        unique_fd own = e.state->descriptions.take(lease_access::ticket_of(l));
-        if (!own)
-            return std::nullopt;
-        pool_file file;
-        file.fd = std::move(own);
-        file.pages = pages;
-        return file;
-    }
-
-    recycle_result settle(pool_file file, bool first_time)
+    recycle_result settle(pool_file file, bool first_time, bool may_recycle)
     {
         std::string holder;
         const int sole = e_.m.files().sole_reference(file.fd.get(), holder);
         if (sole == EBUSY)
-            return wait(std::move(file), holder, first_time);
+            return wait(std::move(file), holder, first_time, may_recycle);
         if (first_time == false)
             c_.waiting_pages.fetch_sub(file.pages, std::memory_order_relaxed);
-        if (sole != 0)
-            return refuse(recycle_status::unverifiable,
-                          std::string("cannot tell whether the lease is gone: ") + std::strerror(sole) + permission_note(sole));
-        const file_pages held = e_.m.files().pages_in(file.fd.get(), h_.size);
-        if (held.error != 0 || held.pages != file.pages)
-            return refuse(recycle_status::unusable, "the file no longer holds exactly its " + std::to_string(file.pages) + " pages");
+        if (sole != 0) // fails closed: a file not proven unused is never served again
+            return refuse(std::move(file), recycle_status::unverifiable,
+                          std::string("cannot tell whether the lease is gone: ") + std::strerror(sole)
+                              + (holder.empty() ? permission_note(sole) : " (" + holder + ")"));
+        if (!may_recycle)
+            return refuse(std::move(file), recycle_status::emptied, "a lease the pool before this one served, unused now");
+        if (!in_shape(file))
+            return refuse(std::move(file), recycle_status::unusable,
+                          "the file is no longer exactly its " + std::to_string(file.pages)
+                              + " pages with one name (resized, holed, or linked elsewhere)");
         const std::uint64_t keep = reserve(file.pages);
         if (keep == 0)
-            return refuse(recycle_status::reservoir_full, "the reservoir of " + to_string(h_) + " is at its target");
+            return refuse(std::move(file), recycle_status::reservoir_full, "the reservoir of " + to_string(h_) + " is at its target");
         return scrub(std::move(file), keep);
     }
+
+    // Whether @p file is still exactly the lease's pages (cut_to_shape()).
+    bool in_shape(const pool_file& file) { return cut_to_shape(e_.m.files(), file.fd.get(), h_.size, file.pages); }
 
     static std::string permission_note(int error)
     {
         return error == EACCES || error == EPERM ? " (a write lease needs the file's owner or CAP_LEASE)" : "";
     }
 
-    recycle_result wait(pool_file file, const std::string& holder, bool first_time)
+    recycle_result wait(pool_file file, const std::string& holder, bool first_time, bool may_recycle)
     {
         const std::uint64_t pages = file.pages;
         {
             auto g = e_.state->core.lock();
-            g->slots.at(h_).returned.push_back({std::move(file), deadline_after(e_.options.retry_period)});
+            g->slots.at(h_).returned.push_back({std::move(file), deadline_after(e_.options.retry_period), !may_recycle});
         }
         if (first_time) {
             c_.add(c_.returned_leases, 1);
@@ -139,7 +148,7 @@ private:
                 g->slots.at(h_).scrub_pages -= keep;
                 g.unlock();
                 c_.record_error(error);
-                return refuse(recycle_status::unusable, std::string("the file could not be cut to the room left in the reservoir: ")
+                return refuse(std::move(file), recycle_status::unusable, std::string("the file could not be cut to the room left in the reservoir: ")
                                                             + std::strerror(error));
             }
             c_.add(c_.trimmed_pages, pages - keep);
@@ -159,11 +168,18 @@ private:
                     + " pages are scrubbed, then served again"};
     }
 
-    // Counts a file whose pages go back to the kernel instead (the caller closes it).
-    recycle_result refuse(recycle_status why, std::string reason)
+    // Empties @p file (its pages go back to the kernel now, whatever still refers to it: a
+    // mapping left gets SIGBUS, a descriptor kept sees an empty file), removes its name, and
+    // counts it.
+    recycle_result refuse(pool_file file, recycle_status why, std::string reason)
     {
+        if (const int error = e_.m.files().resize(file.fd.get(), h_.size, 0); error != 0)
+            c_.record_error(error); // the pages go back once nothing refers to the file
+        file = {};
+        e_.state->pages_went_back(h_.node);
         c_.add(c_.recycles_refused, 1);
-        return {why, 0, "hugezero: " + to_string(h_) + " lease not recycled: " + std::move(reason)};
+        return {why, 0, "hugezero: " + to_string(h_) + " lease not recycled: " + std::move(reason)
+                            + "; its file was emptied, its pages back to the kernel"};
     }
 
     pool_engine& e_;

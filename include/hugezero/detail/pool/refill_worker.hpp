@@ -78,7 +78,7 @@ private:
         fill_job* job = nullptr;
         bool started = false;             // this worker started the job
         std::optional<scrub_item> scrub; // or a recycled file to scrub instead
-        std::optional<pool_file> returned; // or a file given back to look at again
+        std::optional<returned_file> returned; // or a file given back to look at again
     };
 
     // How this worker allocates its steps of one file. The worker that started the file uses
@@ -128,8 +128,8 @@ private:
             bool changed = false; // a start that failed held its reservoir: others must see it
             for (const hstate& h : mine_) { // even when paused or quiet: a look takes no time
                 reservoir_slot& slot = g->slots.at(h);
-                if (auto due = slot.take_due_return(now))
-                    return work{&slot, nullptr, false, std::nullopt, std::move(due->file)};
+                if (auto due = slot.take_due_return(now, e_.options.retry_period))
+                    return work{&slot, nullptr, false, std::nullopt, std::move(*due)};
                 if (const auto check = slot.next_return_check())
                     wake = std::min(wake.value_or(*check), *check);
             }

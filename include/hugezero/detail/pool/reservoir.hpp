@@ -42,6 +42,9 @@ struct scrub_item {
 struct returned_file {
     pool_file file;
     std::chrono::steady_clock::time_point check_at;
+    /// A file to empty once unused, never to recycle: a lease a previous pool served in a
+    /// named reservoir, found by this one.
+    bool reclaim_only = false;
 };
 
 /// The ready files of one reservoir: none is being filled or leased. ready_pages() is always

@@ -28,7 +28,8 @@ struct reservoir_counters {
     explicit reservoir_counters(const hstate& h) : which(h) {}
 
     hstate which;
-    bool listed = false; // a reservoir in pool_options; fixed after construction
+    bool listed = false;  // a reservoir in pool_options; fixed after construction
+    bool recycle = false; // reservoir_options::recycle; fixed after construction
     std::atomic<std::uint64_t> target_pages{0};
     std::atomic<std::uint64_t> floor_pages{0};
     std::atomic<std::uint64_t> ready_pages{0};

@@ -24,6 +24,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <hugezero/detail/file_holders.hpp>
 #include <hugezero/hstate.hpp>
 #include <hugezero/unique_fd.hpp>
 
@@ -120,6 +121,7 @@ inline const std::string& checked_lease_name(const std::string& requested)
 struct found_file {
     unique_fd fd;
     file_name name;
+    bool leased = false; ///< A lease's file (any name but a ready file's), not a ready file.
 };
 
 /// The directory of one named reservoir (reservoir_options::directory): on a hugetlbfs mount
@@ -171,11 +173,29 @@ public:
     }
     /// Whether @p name is a ready file's (a lease's is not): what a pool leaves for the next.
     [[nodiscard]] static bool ready(const file_name& name) noexcept { return name.name().rfind("hugezero.node", 0) == 0; }
+    /// Why a lease may not be named @p name: a file of that name is in the directory (a lease
+    /// not given back, or one a previous pool served that is still in use), with who holds it
+    /// if a search finds them; empty if the name is free.
+    [[nodiscard]] std::string name_in_use(const std::string& name) const
+    {
+        const unique_fd there(::openat(dir_->fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+        if (!there)
+            return errno == ENOENT ? std::string() : "cannot look at " + (path() / name).string() + ": " + std::strerror(errno);
+        std::string holder;
+        try {
+            holder = find_other_holders(there.get()).holder;
+        } catch (...) {
+        }
+        return "a file named " + name + " is in " + path().string() + " already: a lease not given back yet"
+               + (holder.empty() ? std::string(", or one whose holder could not be found") : ", held by " + holder);
+    }
+
     /// Gives @p name to a file of the pool's (a lease taken back): a ready file's name.
     int make_ready(file_name& name) { return name.rename_to(ready_prefix() + unique_suffix()); }
 
-    /// The ready files a previous pool left here, opened read-write; files of other reservoirs
-    /// and leased files are left alone.
+    /// The files a previous pool left here, opened read-write: its ready files, and the files
+    /// of its leases (every other regular file but other reservoirs' ready files: the directory
+    /// is this reservoir's alone), which may still be in use.
     [[nodiscard]] std::vector<found_file> adopt()
     {
         std::vector<found_file> found;
@@ -189,11 +209,12 @@ public:
         const std::string prefix = ready_prefix();
         while (const dirent* entry = ::readdir(entries)) {
             const std::string name = entry->d_name;
-            if (name.rfind(prefix, 0) != 0)
+            const bool mine = name.rfind(prefix, 0) == 0;
+            if (!mine && (entry->d_type != DT_REG || name.rfind("hugezero.node", 0) == 0))
                 continue;
-            unique_fd fd(::openat(dir_->fd.get(), name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+            unique_fd fd(::openat(dir_->fd.get(), name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
             if (fd)
-                found.push_back({std::move(fd), file_name(dir_, name)});
+                found.push_back({std::move(fd), file_name(dir_, name), !mine});
         }
         ::closedir(entries);
         return found;
