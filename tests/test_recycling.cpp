@@ -52,6 +52,35 @@ namespace {
     HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to reserve huge pages");                  \
     HUGEZERO_SKIP_IF(!(reservation).ok(), (reservation).reason())
 
+// A tenant process: receives a lease's fd on @p channel, keeps an O_PATH descriptor of its file
+// in a second thread, closes @p ready and ends its first thread; the second ends the process once
+// @p go closes. Never returns.
+[[noreturn]] void keep_o_path_in_second_thread(int channel, int ready, int go)
+{
+    hugezero::socket_message m;
+    if (hugezero::receive_message(channel, 64, m) != 0 || m.fds.size() != 1)
+        ::_exit(1);
+    struct kept {
+        int way_back;
+        int go;
+    };
+    auto* k = new kept{::open(("/proc/self/fd/" + std::to_string(m.fds[0].get())).c_str(), O_PATH | O_CLOEXEC), go};
+    m.fds.clear();
+    const auto wait_then_end = [](void* arg) -> void* {
+        const auto* fds = static_cast<kept*>(arg);
+        char byte = 0;
+        (void)!::read(fds->go, &byte, 1);
+        ::close(fds->way_back);
+        ::_exit(0);
+    };
+    pthread_t keeper{};
+    if (k->way_back < 0 || ::pthread_create(&keeper, nullptr, wait_then_end, k) != 0)
+        ::_exit(1);
+    ::close(ready);
+    ::syscall(SYS_exit, 0); // this thread only: no unwinding, no exit handlers
+    ::_exit(1);
+}
+
 // The state letter of process @p pid's first thread (/proc/PID/stat), or 0.
 char leader_state(pid_t pid)
 {
@@ -316,42 +345,30 @@ TEST_SUITE("pool")
         hugezero::test::hugepage_reservation reservation(2_MiB, 8);
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
+        // The tenant is forked before the pool starts its threads (ThreadSanitizer does not let a
+        // child of a process with threads start one), and gets the lease's fd over a socket.
+        int channel[2], ready[2], go[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) == 0);
+        REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+        REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) { // /proc/CHILD/fd lists nothing once its first thread has exited
+            ::close(channel[0]);
+            ::close(ready[0]);
+            ::close(go[1]);
+            keep_o_path_in_second_thread(channel[1], ready[1], go[0]);
+        }
+        ::close(channel[1]);
+        ::close(ready[1]);
+        ::close(go[0]);
         {
             hugezero::pool p(hugezero::machine::open(), recycling_pool(node0_2m, 8 * mib));
             fill_then_pause(p);
             hugezero::lease l = dirtied(p, node0_2m, 8 * mib);
-            int ready[2], go[2];
-            REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
-            REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
-            const pid_t child = ::fork();
-            REQUIRE(child >= 0);
-            if (child == 0) { // /proc/CHILD/fd lists nothing once its first thread has exited
-                ::close(ready[0]);
-                ::close(go[1]);
-                struct kept {
-                    int way_back;
-                    int go;
-                };
-                auto* k = new kept{::open(("/proc/self/fd/" + std::to_string(l.fd())).c_str(), O_PATH | O_CLOEXEC), go[0]};
-                ::close(l.fd());
-                pthread_t keeper{};
-                const auto wait_then_end = [](void* arg) -> void* {
-                    const auto* fds = static_cast<kept*>(arg);
-                    char byte = 0;
-                    (void)!::read(fds->go, &byte, 1);
-                    ::close(fds->way_back);
-                    ::_exit(0);
-                };
-                if (::pthread_create(&keeper, nullptr, wait_then_end, k) != 0)
-                    ::_exit(1);
-                ::close(ready[1]);
-                ::syscall(SYS_exit, 0); // this thread only: no unwinding, no exit handlers
-            }
-            ::close(ready[1]);
-            ::close(go[0]);
+            REQUIRE(hugezero::send_message(channel[0], "lease", l.fd()) == 0);
             char byte = 0;
             REQUIRE(::read(ready[0], &byte, 1) == 0); // the child's first thread has closed it: exited
-            ::close(ready[0]);
             REQUIRE(hugezero::test::wait_until([&] { return leader_state(child) == 'Z'; })); // its other thread lives on
             const auto deferred = p.recycle(std::move(l));
             CHECK_MESSAGE(deferred.status == recycle_status::deferred, deferred.message);
@@ -363,6 +380,8 @@ TEST_SUITE("pool")
             p.resume();
             REQUIRE(p.wait_filled(10s));
         }
+        ::close(channel[0]);
+        ::close(ready[0]);
         before.check_restored();
     }
 

@@ -137,6 +137,34 @@ TEST_SUITE("pool-sim")
         t.check_restored();
     }
 
+    TEST_CASE("files given back and still held are looked at once per retry period in all, however many wait")
+    {
+        sim_pool_machine t(two_nodes());
+        {
+            auto options = recycling(one_reservoir(node0_2m, 16 * mib, 4 * mib));
+            options.retry_period = 20ms;
+            hugezero::pool p(t.machine, options);
+            fill_then_pause(p); // paused: no refill call, only the looks
+            std::vector<int> copies;
+            for (int i = 0; i < 4; ++i) {
+                hugezero::lease l = dirty_warm_lease(p, t, 4 * mib);
+                copies.push_back(::dup(l.fd()));
+                REQUIRE(p.recycle(std::move(l)).status == recycle_status::deferred);
+            }
+            const auto start = std::chrono::steady_clock::now();
+            const auto calls_before = t.kernel->file_stats().calls;
+            REQUIRE(hugezero::test::wait_until([&] { return t.kernel->file_stats().calls >= calls_before + 8; }, 10s));
+            const auto looks = t.kernel->file_stats().calls - calls_before;
+            const auto periods = (std::chrono::steady_clock::now() - start) / 20ms;
+            CHECK_MESSAGE(looks <= static_cast<std::uint64_t>(periods) + 2, looks << " looks in " << periods << " retry periods");
+            for (const int copy : copies)
+                ::close(copy);
+            p.resume();
+            REQUIRE(p.wait_filled(10s));
+        }
+        t.check_restored();
+    }
+
     TEST_CASE("a lease whose fd was copied waits until the copy is closed, then is recycled")
     {
         sim_pool_machine t(two_nodes());

@@ -159,8 +159,11 @@ public:
     /// Starts it (again); returns once its socket answers a status request.
     void start(const std::vector<std::string>& env = {})
     {
+        // It dies with the test (PR_SET_PDEATHSIG through util-linux's setpriv): a test that
+        // crashes must not leave a daemon holding huge pages behind.
         process_ = std::make_unique<child_process>(
-            std::vector<std::string>{"/bin/sh", "-c", "exec \"$0\" --config \"$1\" 2>>\"$2\"", HUGEZERO_DAEMON, config_path(),
+            std::vector<std::string>{"/usr/bin/setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c",
+                                     "exec \"$0\" --config \"$1\" 2>>\"$2\"", HUGEZERO_DAEMON, config_path(),
                                      (dir_.path() / "hugezerod.log").string()},
             env);
         (void)wait_until([&] {

@@ -33,10 +33,15 @@ inline int check_command(const config& c)
                                               + " is not a directory");
     std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
               << c.reservoirs.size() << " reservoirs\n";
-    for (const auto& r : c.reservoirs)
+    for (const auto& r : c.reservoirs) {
         std::cout << "  " << hugezero::to_string(r.options.which) << ": target " << r.options.target_bytes << " bytes, floor "
                   << r.options.floor_pages << " pages" << (r.options.cgroup.empty() ? "" : ", cgroup " + r.options.cgroup.string())
-                  << (r.options.directory.empty() ? "" : ", directory " + r.options.directory.string()) << '\n';
+                  << (r.options.directory.empty() ? "" : ", directory " + r.options.directory.string())
+                  << (r.options.recycle ? ", recycles the leases of trusted_users" : "") << '\n';
+        if (r.options.recycle && c.trusted_users.empty())
+            std::cout << c.file << ":" << r.line << ": warning: recycle = trusted-peers, but trusted_users is empty: "
+                      << "every lease given back is emptied (list the users to trust in [daemon])\n";
+    }
     return 0;
 }
 

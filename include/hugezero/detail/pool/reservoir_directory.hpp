@@ -5,6 +5,7 @@
 #define HUGEZERO_DETAIL_RESERVOIR_DIRECTORY_HPP
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -174,20 +175,27 @@ public:
     /// Whether @p name is a ready file's (a lease's is not): what a pool leaves for the next.
     [[nodiscard]] static bool ready(const file_name& name) noexcept { return name.name().rfind("hugezero.node", 0) == 0; }
     /// Why a lease may not be named @p name: a file of that name is in the directory (a lease
-    /// not given back, or one a previous pool served that is still in use), with who holds it
-    /// if a search finds them; empty if the name is free.
+    /// not given back, or one a previous pool served that is still in use), with who holds it;
+    /// empty if the name is free. The holder is searched for in /proc at most once a second
+    /// (a search may cost a CPU-tenth on a host with many descriptors, and a peer may ask for a
+    /// taken name again and again).
     [[nodiscard]] std::string name_in_use(const std::string& name) const
     {
         const unique_fd there(::openat(dir_->fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
         if (!there)
             return errno == ENOENT ? std::string() : "cannot look at " + (path() / name).string() + ": " + std::strerror(errno);
-        std::string holder;
-        try {
-            holder = find_other_holders(there.get()).holder;
-        } catch (...) {
-        }
-        return "a file named " + name + " is in " + path().string() + " already: a lease not given back yet"
-               + (holder.empty() ? std::string(", or one whose holder could not be found") : ", held by " + holder);
+        std::string holder = "whoever holds it (searched for at most once a second: ask again, or see fuser)";
+        using std::chrono::nanoseconds;
+        const std::int64_t now = std::chrono::duration_cast<nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+        std::int64_t due = next_holder_search_.load(std::memory_order_relaxed);
+        if (now >= due && next_holder_search_.compare_exchange_strong(due, now + 1'000'000'000))
+            try {
+                holder = find_other_holders(there.get()).holder;
+                if (holder.empty())
+                    holder = "nobody this daemon can see (it is reclaimed once a look finds it unused)";
+            } catch (...) {
+            }
+        return "a file named " + name + " is in " + path().string() + " already: a lease not given back yet, held by " + holder;
     }
 
     /// Gives @p name to a file of the pool's (a lease taken back): a ready file's name.
@@ -245,6 +253,7 @@ private:
     hstate h_;
     std::shared_ptr<directory_handle> dir_;
     unique_fd lock_;
+    mutable std::atomic<std::int64_t> next_holder_search_{0}; // steady_clock nanoseconds (name_in_use())
 };
 
 } // namespace hugezero::detail
