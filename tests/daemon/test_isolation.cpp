@@ -140,7 +140,7 @@ TEST_SUITE("isolation")
         pages.check_none_lost();
     }
 
-    TEST_CASE("case 1: a tenant that still maps its lease when it gives it back loses the mapping (SIGBUS), it never sees another's pages")
+    TEST_CASE("case 1: a tenant that still maps its lease when it gives it back loses the mapping, it never sees another's pages")
     {
         real_pages pages;
         if (!pages.ok)
@@ -166,8 +166,13 @@ TEST_SUITE("isolation")
                 ::close(mapped[1]); // mapped and written: the test may give the lease back
                 char byte = 0;
                 (void)!::read(go[0], &byte, 1);
-                (void)map[0]; // SIGBUS: the file is empty
-                ::_exit(3);
+                // The file is empty: a load from the mapping would raise SIGBUS (which the
+                // sanitizers catch for themselves), a system call that reads it fails with EFAULT.
+                int sink[2];
+                if (::pipe(sink) != 0)
+                    ::_exit(4);
+                const ssize_t n = ::write(sink[1], const_cast<const unsigned char*>(map), 1);
+                ::_exit(n < 0 && errno == EFAULT ? 0 : 3);
             }
             ::close(go[0]);
             ::close(mapped[1]);
@@ -183,8 +188,8 @@ TEST_SUITE("isolation")
             ::close(go_on);
             int status = 0;
             REQUIRE(::waitpid(tenant, &status, 0) == tenant);
-            CHECK(WIFSIGNALED(status));
-            CHECK(WTERMSIG(status) == SIGBUS);
+            CHECK(WIFEXITED(status));
+            CHECK(WEXITSTATUS(status) == 0); // its mapping reaches no page
             CHECK(d.stop().exit_code == 0);
         }
         pages.check_none_lost();

@@ -229,10 +229,10 @@ private:
         const auto d = desks_.find(connection);
         const std::uint64_t id = next_lease_++;
         const protocol::lease_reply text{id, l->node().value(), l->page().kib(), l->pages(), l->cold_pages(), l->path().string()};
-        if (d == desks_.end() || !reply_(connection, protocol::format(text), l->fd())) {
+        const uid_t uid = d == desks_.end() ? static_cast<uid_t>(-1) : d->second.uid;
+        if (d == desks_.end() || !reply_(connection, protocol::format(text), l->fd())) { // a failed reply closes it: `d` is gone
             ++counters_.leases_undelivered;
-            return take_back(std::move(l), d == desks_.end() ? static_cast<uid_t>(-1) : d->second.uid,
-                             "its client left, or could not take it");
+            return take_back(std::move(l), uid, "its client left, or could not take it");
         }
         d->second.leases.emplace(id, std::move(l));
         ++counters_.leases_granted;
