@@ -75,7 +75,8 @@ public:
         if (const std::size_t held = leases_of_user(uid); held >= config_.max_leases_per_user)
             return refuse(connection, EBUSY, "uid " + std::to_string(uid) + " holds " + std::to_string(held)
                                                  + " leases already over all its connections (max_leases_per_user)");
-        if (const std::uint64_t held = bytes_of_user(uid); config_.max_bytes_per_user != 0 && held + r.bytes > config_.max_bytes_per_user)
+        if (const std::uint64_t held = config_.max_bytes_per_user != 0 ? bytes_of_user(uid) : 0; // no walk on the warm path when off
+            config_.max_bytes_per_user != 0 && held + r.bytes > config_.max_bytes_per_user)
             return refuse(connection, EDQUOT, "uid " + std::to_string(uid) + " holds " + std::to_string(held) + " bytes of leases already: "
                                                   + std::to_string(r.bytes) + " more would exceed its max_bytes_per_user of "
                                                   + std::to_string(config_.max_bytes_per_user));
