@@ -4,13 +4,16 @@
 // again; a mapping in another process, an fd in flight in a socket (which /proc cannot show)
 // an O_PATH descriptor (which the write lease cannot see; also in a thread with a descriptor
 // table of its own, or in a process whose first thread has exited) and a copy of the fd in
-// another process each hold the recycling until they are gone. Every reservoir here recycles
-// (reservoir_options::recycle: off by default).
+// another process each hold the recycling until they are gone; the search for them asks no file
+// system about a file (a tenant's FUSE server that never answers cannot stall it). Every
+// reservoir here recycles (reservoir_options::recycle: off by default).
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <thread>
 #include <cstring>
 #include <string>
@@ -19,11 +22,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <hugezero/detail/file_holders.hpp>
 #include <hugezero/hugezero.hpp>
 
 #include "support/hstates.hpp"
@@ -32,6 +37,7 @@
 #include "support/sim_pool.hpp"
 #include "support/sizes.hpp"
 #include "support/skip.hpp"
+#include "support/temp_dir.hpp"
 #include "support/threads.hpp"
 
 using namespace hugezero::literals;
@@ -127,6 +133,50 @@ bool serves_zeroes_again(hugezero::pool& p, const hugezero::hstate& h, std::uint
 bool queued_for_scrub(const hugezero::pool& p, const hugezero::hstate& h, std::uint64_t pages)
 {
     return hugezero::test::wait_until([&] { return p.statistics(h).scrubbing_pages == pages; }, 10s);
+}
+
+// A FUSE file system that no server answers (mounted on a /dev/fuse descriptor nobody reads):
+// any call that asks it about a file, such as stat() through /proc/PID/fd/N, waits until the
+// connection is aborted, as a tenant's own FUSE server can make it. Needs root and /dev/fuse.
+class silent_fuse {
+public:
+    silent_fuse()
+    {
+        device_ = hugezero::unique_fd(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+        if (!device_)
+            return;
+        const std::string options = "fd=" + std::to_string(device_.get()) + ",rootmode=40000,user_id=0,group_id=0";
+        mounted_ = ::mount("hugezero-silent", dir_.path().c_str(), "fuse", MS_NOSUID | MS_NODEV, options.c_str()) == 0;
+    }
+    silent_fuse(const silent_fuse&) = delete;
+    silent_fuse& operator=(const silent_fuse&) = delete;
+    ~silent_fuse()
+    {
+        abort();
+        if (mounted_)
+            ::umount2(dir_.path().c_str(), MNT_DETACH);
+    }
+    [[nodiscard]] bool mounted() const noexcept { return mounted_; }
+    [[nodiscard]] const std::filesystem::path& root() const noexcept { return dir_.path(); }
+    // Closes the device: every call still waiting for an answer ends with ENOTCONN.
+    void abort() { device_.reset(); }
+
+private:
+    hugezero::test::temp_dir dir_;
+    hugezero::unique_fd device_;
+    bool mounted_ = false;
+};
+
+// The search for the holders of @p fd, abandoned (the FUSE connection aborted to let it end)
+// if it takes more than 20 s.
+std::optional<hugezero::detail::file_references> holders_within_deadline(int fd, silent_fuse& fuse)
+{
+    auto search = std::async(std::launch::async, [fd] { return hugezero::detail::find_other_holders(fd); });
+    if (search.wait_for(20s) == std::future_status::ready)
+        return search.get();
+    fuse.abort();
+    (void)search.get();
+    return std::nullopt;
 }
 
 } // namespace
@@ -383,6 +433,55 @@ TEST_SUITE("pool")
         ::close(channel[0]);
         ::close(ready[0]);
         before.check_restored();
+    }
+
+    TEST_CASE("the search for holders asks no file system about a file: a tenant's FUSE server that never answers cannot stall it")
+    {
+        HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to mount a FUSE file system");
+        silent_fuse fuse;
+        if (!fuse.mounted() && hugezero::test::required("fuse"))
+            FAIL("cannot mount a FUSE file system on /dev/fuse: " << std::strerror(errno));
+        HUGEZERO_SKIP_IF(!fuse.mounted(), "cannot mount a FUSE file system on /dev/fuse");
+        const hugezero::unique_fd file(::memfd_create("searched", MFD_CLOEXEC));
+        REQUIRE(file);
+        // A tenant's way into its own file system: an O_PATH open asks the server nothing, a
+        // stat() of /proc/PID/fd/N asks it for the attributes and waits for the answer.
+        const hugezero::unique_fd stalled(::open(fuse.root().c_str(), O_PATH | O_CLOEXEC));
+        REQUIRE(stalled);
+        const auto nobody = holders_within_deadline(file.get(), fuse);
+        REQUIRE_MESSAGE(nobody, "the search waited for the FUSE server (stat() of the descriptors it looked at)");
+        CHECK_MESSAGE(nobody->holder.empty(), nobody->holder);
+        // It still finds a holder, behind the stalled descriptor.
+        const hugezero::unique_fd copy(::open(("/proc/self/fd/" + std::to_string(file.get())).c_str(), O_RDONLY | O_CLOEXEC));
+        REQUIRE(copy);
+        const auto found = holders_within_deadline(file.get(), fuse);
+        REQUIRE(found);
+        CHECK(found->holder == "fd " + std::to_string(copy.get()) + " of process " + std::to_string(::getpid()));
+    }
+
+    TEST_CASE("the search for holders finds a descriptor opened through another mount of the same file system")
+    {
+        HUGEZERO_SKIP_IF(!hugezero::test::running_as_root(), "needs root to mount");
+        const hugezero::test::temp_dir top;
+        const auto original = top.path() / "original";
+        const auto bound = top.path() / "bound";
+        std::filesystem::create_directory(original);
+        std::filesystem::create_directory(bound);
+        REQUIRE(::mount("hugezero-test", original.c_str(), "tmpfs", 0, "size=1m") == 0);
+        const bool bind = ::mount(original.c_str(), bound.c_str(), nullptr, MS_BIND, nullptr) == 0;
+        {
+            const hugezero::unique_fd file(::open((original / "lease").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+            REQUIRE(file);
+            REQUIRE(bind);
+            // Another mount: /proc/PID/fdinfo gives another mount id, its mountinfo the same device.
+            const hugezero::unique_fd other(::open((bound / "lease").c_str(), O_RDONLY | O_CLOEXEC));
+            REQUIRE(other);
+            const auto found = hugezero::detail::find_other_holders(file.get());
+            CHECK(found.holder == "fd " + std::to_string(other.get()) + " of process " + std::to_string(::getpid()));
+        }
+        if (bind)
+            ::umount2(bound.c_str(), MNT_DETACH);
+        ::umount2(original.c_str(), MNT_DETACH);
     }
 
     TEST_CASE("1000 recycle cycles: every lease reads zero, nothing leaks, the kernel allocates nothing")

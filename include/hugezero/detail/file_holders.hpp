@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -45,20 +46,93 @@ inline bool is_pid(std::string_view name) noexcept
     return !name.empty() && name.find_first_not_of("0123456789") == std::string_view::npos;
 }
 
-// Whether an fd in the descriptor table listed at @p fd_dir (a process's or a thread's, named
-// @p who in messages; other than @p own_fds when it is this process's) is the file @p file;
-// sets @p error when the table cannot be listed (ENOENT: it is gone).
-inline std::optional<std::string> fd_holder(const std::string& fd_dir, const std::string& who, bool self,
-                                            const std::vector<int>& own_fds, const struct stat& file, int& error)
+// What /proc/PID/fdinfo/N tells of a descriptor: the mount it was opened through and, since
+// Linux 5.14, its inode. Read instead of stat()ing /proc/PID/fd/N, which asks the file's
+// filesystem (a FUSE server a tenant runs could leave that call waiting for ever).
+struct fd_identity {
+    int mount_id = -1;
+    std::optional<std::uint64_t> inode;
+};
+
+inline std::optional<fd_identity> read_fd_identity(int fdinfo_dir, const char* name)
+{
+    unique_fd fd(::openat(fdinfo_dir, name, O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        return std::nullopt;
+    char text[512];
+    const ssize_t n = ::read(fd.get(), text, sizeof text - 1);
+    if (n <= 0)
+        return std::nullopt;
+    text[n] = '\0';
+    fd_identity id;
+    for (const char* line = text; line != nullptr && *line != '\0';) {
+        if (std::strncmp(line, "mnt_id:", 7) == 0)
+            id.mount_id = std::atoi(line + 7);
+        else if (std::strncmp(line, "ino:", 4) == 0)
+            id.inode = std::strtoull(line + 4, nullptr, 10);
+        line = std::strchr(line, '\n');
+        line = line != nullptr ? line + 1 : nullptr;
+    }
+    return id;
+}
+
+// The device of mount @p mount_id as the mountinfo at @p path shows it (`ID PARENT MAJ:MIN ...`),
+// or nothing if it is not there (a kernel-internal mount, such as a memfd's).
+inline std::optional<dev_t> mount_device(const std::string& path, int mount_id)
+{
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+        int id = -1, parent = -1;
+        unsigned major_number = 0, minor_number = 0;
+        if (std::sscanf(line.c_str(), "%d %d %u:%u", &id, &parent, &major_number, &minor_number) == 4 && id == mount_id)
+            return makedev(major_number, minor_number);
+    }
+    return std::nullopt;
+}
+
+// The file the pool searches for: its device and inode, and the mount its descriptor was opened
+// through (-1 when fdinfo cannot say).
+struct searched_file {
+    struct stat st {};
+    int mount_id = -1;
+    bool fdinfo_has_inode = false; // false before Linux 5.14: then each descriptor is stat()ed
+};
+
+// Whether descriptor @p name of the table listed at @p listing (its fdinfo at @p fdinfo_dir, the
+// mounts it sees at @p mountinfo) is @p file. An inode that matches on a mount its mountinfo
+// does not show counts as the file: the search fails closed.
+inline bool is_searched_file(int listing, int fdinfo_dir, const char* name, const std::string& mountinfo,
+                             const searched_file& file)
+{
+    if (!file.fdinfo_has_inode) {
+        struct stat st {};
+        return ::fstatat(listing, name, &st, 0) == 0 && st.st_dev == file.st.st_dev && st.st_ino == file.st.st_ino;
+    }
+    const auto id = read_fd_identity(fdinfo_dir, name);
+    if (!id || !id->inode || *id->inode != file.st.st_ino)
+        return false;
+    if (id->mount_id == file.mount_id)
+        return true;
+    const auto device = mount_device(mountinfo, id->mount_id);
+    return !device || *device == file.st.st_dev;
+}
+
+// Whether an fd in the descriptor table at @p table (`/proc/PID` or `/proc/PID/task/TID`, named
+// @p who in messages; other than @p own_fds when it is this process's) is the file @p file; sets
+// @p error when the table cannot be listed (ENOENT: it is gone).
+inline std::optional<std::string> fd_holder(const std::string& table, const std::string& who, bool self,
+                                            const std::vector<int>& own_fds, const searched_file& file, int& error)
 {
     error = 0;
-    unique_fd dir_fd(::open(fd_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    unique_fd dir_fd(::open((table + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     DIR* dir = dir_fd ? ::fdopendir(dir_fd.get()) : nullptr;
     if (dir == nullptr) {
         error = errno;
         return std::nullopt;
     }
     (void)dir_fd.release(); // closedir closes it
+    const unique_fd fdinfo(::open((table + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     const int listing = ::dirfd(dir);
     std::optional<std::string> found;
     while (const dirent* entry = ::readdir(dir)) {
@@ -66,10 +140,9 @@ inline std::optional<std::string> fd_holder(const std::string& fd_dir, const std
         if (!is_pid(name))
             continue;
         const int n = std::atoi(entry->d_name);
-        if (self && (n == listing || std::find(own_fds.begin(), own_fds.end(), n) != own_fds.end()))
+        if (self && (n == listing || n == fdinfo.get() || std::find(own_fds.begin(), own_fds.end(), n) != own_fds.end()))
             continue;
-        struct stat st {};
-        if (::fstatat(listing, entry->d_name, &st, 0) == 0 && st.st_dev == file.st_dev && st.st_ino == file.st_ino) {
+        if (is_searched_file(listing, fdinfo.get(), entry->d_name, table + "/mountinfo", file)) {
             found = "fd " + std::string(name) + " of " + who;
             break;
         }
@@ -90,10 +163,10 @@ inline bool shares_files_with_process(pid_t pid, pid_t tid) noexcept
 // Searches the descriptor tables of process @p pid: its own, and each of its threads' that
 // is not the same (a thread that unshared it, or every thread once the leader has exited).
 inline std::optional<std::string> fd_holder_in_process(const std::string& proc, const std::string& pid, bool self,
-                                                       const std::vector<int>& own_fds, const struct stat& file, int& error)
+                                                       const std::vector<int>& own_fds, const searched_file& file, int& error)
 {
     const std::string base = proc + "/" + pid;
-    if (auto found = fd_holder(base + "/fd", "process " + pid, self, own_fds, file, error))
+    if (auto found = fd_holder(base, "process " + pid, self, own_fds, file, error))
         return found;
     const int process_error = error;
     unique_fd tasks_fd(::open((base + "/task").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -112,7 +185,7 @@ inline std::optional<std::string> fd_holder_in_process(const std::string& proc, 
         if (process_error == 0 && shares_files_with_process(std::atoi(pid.c_str()), std::atoi(tid.c_str())))
             continue;
         int task_error = 0;
-        found = fd_holder(base + "/task/" + tid + "/fd", "thread " + tid + " of process " + pid, self, own_fds, file, task_error);
+        found = fd_holder(base + "/task/" + tid, "thread " + tid + " of process " + pid, self, own_fds, file, task_error);
         if (found)
             break;
         if (task_error != 0 && task_error != ENOENT && error == 0)
@@ -163,10 +236,15 @@ inline file_references find_other_holders(int fd, std::vector<int> also_mine = {
 {
     also_mine.push_back(fd);
     file_references result;
-    struct stat file {};
-    if (::fstat(fd, &file) != 0) {
+    holders::searched_file file;
+    if (::fstat(fd, &file.st) != 0) {
         result.unreadable = "fd " + std::to_string(fd) + " (" + std::strerror(errno) + ")";
         return result;
+    }
+    if (const unique_fd own_fdinfo(::open((proc + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); own_fdinfo) {
+        const auto id = holders::read_fd_identity(own_fdinfo.get(), std::to_string(fd).c_str());
+        file.mount_id = id ? id->mount_id : -1;
+        file.fdinfo_has_inode = id && id->inode;
     }
     const std::string me = std::to_string(::getpid());
     unique_fd proc_fd(::open(proc.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -186,7 +264,7 @@ inline file_references find_other_holders(int fd, std::vector<int> also_mine = {
             result.holder = std::move(*found);
             break;
         }
-        if (mappings && holders::maps_file(proc, pid, file, maps_error)) {
+        if (mappings && holders::maps_file(proc, pid, file.st, maps_error)) {
             result.holder = "a mapping in process " + pid;
             break;
         }
