@@ -53,7 +53,8 @@ std::string list_fds()
     return out;
 }
 
-hugezero::pool_options one_reservoir(const hstate& h, std::uint64_t target_bytes, std::uint64_t chunk_bytes = 0,
+// One reservoir, with the pool's default quiet period after a lease (test::one_reservoir has none).
+hugezero::pool_options reservoir_with_quiet_period(const hstate& h, std::uint64_t target_bytes, std::uint64_t chunk_bytes = 0,
                                      std::uint64_t floor_pages = 0)
 {
     hugezero::pool_options options;
@@ -97,7 +98,7 @@ struct stopped_refill {
 template <typename Started>
 stopped_refill stop_a_refill(const hstate& h, std::uint64_t bytes, Started started)
 {
-    hugezero::pool p(hugezero::machine::open(), one_reservoir(h, bytes));
+    hugezero::pool p(hugezero::machine::open(), reservoir_with_quiet_period(h, bytes));
     p.start();
     REQUIRE(hugezero::test::wait_until(started));
     const auto start = clock_type::now();
@@ -121,7 +122,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            hugezero::pool p(hugezero::machine::open(), one_reservoir(node0_2m, 32 * mib));
+            hugezero::pool p(hugezero::machine::open(), reservoir_with_quiet_period(node0_2m, 32 * mib));
             p.start();
             REQUIRE(p.wait_filled(10s));
             CHECK(p.statistics(node0_2m).ready_pages == 16);
@@ -192,7 +193,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(1_GiB);
         {
-            hugezero::pool p(hugezero::machine::open(), one_reservoir(node0_1g, gib));
+            hugezero::pool p(hugezero::machine::open(), reservoir_with_quiet_period(node0_1g, gib));
             p.start();
             REQUIRE(p.wait_filled(30s));
             auto got = p.acquire(node0_1g, gib);
@@ -211,7 +212,7 @@ TEST_SUITE("pool")
         hugezero::test::hugepage_reservation reservation(2_MiB, 32);
         REQUIRE_HUGEPAGES(reservation);
         const auto machine = hugezero::machine::open();
-        hugezero::pool p(machine, one_reservoir(node0_2m, 16 * mib));
+        hugezero::pool p(machine, reservoir_with_quiet_period(node0_2m, 16 * mib));
         p.start();
         REQUIRE(p.wait_filled(10s));
         // 8 pages warm from the reservoir, 8 allocated cold in this thread (bound to the node).
@@ -232,7 +233,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            hugezero::pool p(hugezero::machine::open(), one_reservoir(node0_2m, 16 * mib));
+            hugezero::pool p(hugezero::machine::open(), reservoir_with_quiet_period(node0_2m, 16 * mib));
             p.start();
             REQUIRE(p.wait_filled(10s));
             const std::uint64_t too_many = free_pages(2_MiB) + 8 + 100; // more than the whole machine has
@@ -258,7 +259,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            auto options = one_reservoir(node0_2m, (before.free + 16) * (2 * mib)); // no floor
+            auto options = reservoir_with_quiet_period(node0_2m, (before.free + 16) * (2 * mib)); // no floor
             options.retry_period = 20ms;
             hugezero::pool p(hugezero::machine::open(), options);
             p.start();
@@ -284,7 +285,7 @@ TEST_SUITE("pool")
         const resources before(2_MiB);
         const std::uint64_t floor = free_pages(2_MiB) - 10;
         {
-            auto options = one_reservoir(node0_2m, 32 * (2 * mib), 0, floor);
+            auto options = reservoir_with_quiet_period(node0_2m, 32 * (2 * mib), 0, floor);
             options.retry_period = 20ms; // so that a held refill looks again soon
             options.quiet_after_lease = 0ms;
             hugezero::pool p(hugezero::machine::open(), options);
@@ -322,7 +323,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            hugezero::pool p(hugezero::machine::open(), one_reservoir(node0_2m, 32 * mib, 16 * mib));
+            hugezero::pool p(hugezero::machine::open(), reservoir_with_quiet_period(node0_2m, 32 * mib, 16 * mib));
             p.start();
             REQUIRE(p.wait_filled(10s));
             CHECK(p.statistics(node0_2m).ready_files == 2);
@@ -354,7 +355,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            auto options = one_reservoir(node0_2m, 4 * mib);
+            auto options = reservoir_with_quiet_period(node0_2m, 4 * mib);
             options.quiet_after_lease = 0ms; // refill at once: the next lease may race it
             hugezero::pool p(hugezero::machine::open(), options);
             p.start();
@@ -432,7 +433,7 @@ TEST_SUITE("pool")
             // Steps of the default 16 MiB: the lease waits for the worker's step in progress only.
             // (A step of the whole 1 GiB could take longer than an acquire waits, 2 s, on pages
             // the hypervisor has not backed yet: 0.4-0.5 GB/s the first time here.)
-            hugezero::pool p(hugezero::machine::open(), one_reservoir(node0_2m, 1024 * mib));
+            hugezero::pool p(hugezero::machine::open(), reservoir_with_quiet_period(node0_2m, 1024 * mib));
             p.start();
             REQUIRE(hugezero::test::wait_until([&] { return free_pages(2_MiB) + 32 <= before.free; }));
             auto got = p.acquire(node0_2m, 1024 * mib);
@@ -452,7 +453,7 @@ TEST_SUITE("pool")
         REQUIRE_HUGEPAGES(reservation);
         const resources before(2_MiB);
         {
-            auto options = one_reservoir(node0_2m, 512 * mib);
+            auto options = reservoir_with_quiet_period(node0_2m, 512 * mib);
             options.batch_bytes = 16 * mib;
             options.refill_bytes_per_second = 1024 * mib; // ~0.5 s for the whole target
             hugezero::pool p(hugezero::machine::open(), options);
@@ -479,7 +480,7 @@ TEST_SUITE("pool")
     {
         hugezero::test::hugepage_reservation reservation(2_MiB, 64);
         REQUIRE_HUGEPAGES(reservation);
-        auto options = one_reservoir(node0_2m, 32 * mib, 16 * mib);
+        auto options = reservoir_with_quiet_period(node0_2m, 32 * mib, 16 * mib);
         options.quiet_after_lease = 300ms;
         hugezero::pool p(hugezero::machine::open(), options);
         p.start();
@@ -499,7 +500,7 @@ TEST_SUITE("pool")
     {
         hugezero::test::hugepage_reservation reservation(2_MiB, 32);
         REQUIRE_HUGEPAGES(reservation);
-        auto options = one_reservoir(node0_2m, 64 * mib);
+        auto options = reservoir_with_quiet_period(node0_2m, 64 * mib);
         options.batch_bytes = 8 * mib;
         options.refill_bytes_per_second = 256 * mib;
         hugezero::pool p(hugezero::machine::open(), options);
@@ -528,7 +529,7 @@ TEST_SUITE("pool")
 
     TEST_CASE("worker settings that cannot be applied are reported, and the refill goes on")
     {
-        auto options = one_reservoir(node0_2m, 0);
+        auto options = reservoir_with_quiet_period(node0_2m, 0);
         options.thread.cgroup = "/nonexistent/hugezero-cgroup";
         options.workers_per_node = 2;
         hugezero::pool p(hugezero::machine::open(), options);

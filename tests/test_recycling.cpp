@@ -181,7 +181,7 @@ std::optional<hugezero::detail::file_references> holders_within_deadline(int fd,
 
 } // namespace
 
-TEST_SUITE("pool")
+TEST_SUITE("recycling")
 {
     TEST_CASE("a recycled lease reads zero and serves the next VM warm, the kernel allocating nothing")
     {

@@ -37,7 +37,7 @@ using hugezero::test::mib;
 
 namespace {
 
-hugezero::sim::machine_builder two_nodes()
+hugezero::sim::machine_builder recycling_machine()
 {
     return hugezero::sim::machine_builder().nodes(2).pages(2_MiB, 64).pages(1_GiB, 2);
 }
@@ -60,7 +60,7 @@ TEST_SUITE("pool-sim")
 {
     TEST_CASE("a recycled lease is scrubbed and serves the next VM warm, without the kernel allocating its pages again")
     {
-        sim_pool_machine t(two_nodes().page_cost(2_MiB, 1ms));
+        sim_pool_machine t(recycling_machine().page_cost(2_MiB, 1ms));
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib)));
             fill_then_pause(p);
@@ -100,7 +100,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("by default a lease given back is emptied: its pages go back to the kernel at once, though its fd was copied")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             hugezero::pool p(t.machine, one_reservoir(node0_2m, 16 * mib)); // recycle: off
             fill_then_pause(p);
@@ -122,7 +122,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("retire() empties a lease even where the reservoir recycles")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib)));
             fill_then_pause(p);
@@ -139,7 +139,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("files given back and still held are looked at once per retry period in all, however many wait")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             auto options = recycling(one_reservoir(node0_2m, 16 * mib, 4 * mib));
             options.retry_period = 20ms;
@@ -167,7 +167,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a lease whose fd was copied waits until the copy is closed, then is recycled")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             auto options = recycling(one_reservoir(node0_2m, 8 * mib));
             options.retry_period = 5ms;
@@ -206,7 +206,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a child process holding the fd holds the recycling up, and once it exits, recycling proceeds")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             auto options = recycling(one_reservoir(node0_2m, 8 * mib));
             options.retry_period = 5ms;
@@ -241,7 +241,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a recycle that would overfill the reservoir is cut to its room, and one into a full reservoir refused")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib, 8 * mib))); // two files of 4 pages
             fill_then_pause(p);
@@ -274,7 +274,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a lease without a reservoir goes back to the kernel, a closed lease and another pool's lease are refused")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
             hugezero::pool other(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
@@ -297,7 +297,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a pause during a scrub keeps the pages done: after resume no page is scrubbed twice")
     {
-        sim_pool_machine t(two_nodes().page_cost(2_MiB, 10ms));
+        sim_pool_machine t(recycling_machine().page_cost(2_MiB, 10ms));
         {
             auto options = recycling(one_reservoir(node0_2m, 16 * mib));
             options.batch_bytes = 2 * mib; // a step per page
@@ -322,7 +322,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a scrub that fails gives the file to the kernel, counts the error, and the refill makes up for it")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
             fill_then_pause(p);
@@ -346,7 +346,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("a pool destroyed with recycled files waiting, and others still referred to, gives their pages back")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         int copy = -1;
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 16 * mib, 8 * mib)));
@@ -363,7 +363,7 @@ TEST_SUITE("pool-sim")
 
     TEST_CASE("1000 recycle cycles: every lease clean, every page allocated once, nothing leaks")
     {
-        sim_pool_machine t(two_nodes());
+        sim_pool_machine t(recycling_machine());
         {
             hugezero::pool p(t.machine, recycling(one_reservoir(node0_2m, 8 * mib)));
             p.start();
