@@ -3,18 +3,8 @@
 # case and per switch combination, each run inside the booted guest by scripts/guest exec.
 #   -D EXECUTABLE=... -D KERNEL=abi|stock -D GUEST=name -D SCRIPT=scripts/guest
 #   -D COMBOS="einval,eintr;..." (empty for none) -D OUTPUT=file.cmake -D TIMEOUT=seconds
-execute_process(COMMAND "${EXECUTABLE}" --list-test-cases OUTPUT_VARIABLE output RESULT_VARIABLE result)
-if(NOT result EQUAL 0)
-  message(FATAL_ERROR "cannot list the test cases of ${EXECUTABLE}: ${output}")
-endif()
-string(REPLACE "\n" ";" lines "${output}")
-set(cases)
-foreach(line IN LISTS lines)
-  if(line STREQUAL "" OR line MATCHES "^=+$" OR line MATCHES [==[^\[doctest\] ]==])
-    continue()
-  endif()
-  list(APPEND cases "${line}")
-endforeach()
+include(${CMAKE_CURRENT_LIST_DIR}/../list_doctest_cases.cmake)
+doctest_list(cases "${EXECUTABLE}" --list-test-cases)
 if(NOT COMBOS)
   set(COMBOS "-")
 endif()
