@@ -31,6 +31,7 @@ TEST_SUITE("daemon")
         const auto c = hugezerod::parse_config("# comment\n[daemon]\nsocket = /run/x.sock\nsocket_mode = 0600\nsocket_group = root\n"
                                                "metrics = tcp:127.0.0.1:9464\nallow_users = root 1000\nallow_groups = 0\n"
                                                "ready = listening\nmax_clients = 8\nmax_leases_per_client = 2\nprezero = off\n"
+                                               "admin_users = root 0\nplace_directories = /dev/hugepages/ram, /srv/hp\n"
                                                "[pool]\nworkers_per_node = 2\nrefill_rate = 1G\nbatch = 8M\n"
                                                "quiet_after_lease = 100ms\nretry_period = 1s\n"
                                                "[reservoir]\nnode = 0\npage = 2M\ntarget = 8G\nfloor_pages = 16\n"
@@ -43,6 +44,8 @@ TEST_SUITE("daemon")
         CHECK(c.metrics == "tcp:127.0.0.1:9464");
         CHECK(c.allow_users == std::vector<uid_t>{0, 1000});
         CHECK(c.allow_groups == std::vector<gid_t>{0});
+        CHECK(c.admin_users == std::vector<uid_t>{0, 0});
+        CHECK(c.place_directories == std::vector<std::string>{"/dev/hugepages/ram", "/srv/hp"});
         CHECK(c.ready == hugezerod::ready_when::listening);
         CHECK(c.max_clients == 8);
         CHECK(c.max_leases_per_client == 2);
@@ -58,7 +61,7 @@ TEST_SUITE("daemon")
         CHECK(c.pool.reservoirs[1].which == hugezero::hstate{node_id(1), hugezero::page_1gib});
         CHECK(c.pool.reservoirs[1].chunk_bytes == std::uint64_t{2} << 30);
         CHECK(c.pool.reservoirs[1].cgroup == "/sys/fs/cgroup/vms");
-        CHECK(c.reservoirs[1].line == 24);
+        CHECK(c.reservoirs[1].line == 26);
         CHECK_FALSE(c.pool.reservoirs[0].recycle); // the default
     }
 
@@ -93,6 +96,9 @@ TEST_SUITE("daemon")
         CHECK(config_error_of("[reservoir]\n\ntarget = 8X\n")
               == "test.conf:3: target: \"8X\": unknown unit \"X\" (use K, M, G or T; e.g. 512M, 8G)");
         CHECK(config_error_of("[reservoir]\npage = 3M\n").find("test.conf:2: page: \"3M\":") == 0);
+        CHECK(config_error_of("[daemon]\nplace_directories = /a relative\n")
+              == "test.conf:2: place_directories: \"/a relative\": \"relative\": expected absolute paths without empty, . or .. components");
+        CHECK(config_error_of("[daemon]\nplace_directories = /a/../b\n").find("test.conf:2: place_directories: ") == 0);
         CHECK(config_error_of("[daemon]\nsockte = /x\n").find("test.conf:2: sockte: unknown key in [daemon] (known: ") == 0);
         CHECK(config_error_of("[pools]\n") == "test.conf:1: unknown section [pools] (use [daemon], [pool] or [reservoir])");
         CHECK(config_error_of("target = 1G\n") == "test.conf:1: target: a key before any section ([daemon], [pool] or [reservoir])");

@@ -54,6 +54,48 @@ TEST_SUITE("daemon")
         CHECK(protocol::verb_of(protocol::release_request{7}) == "release");
     }
 
+    TEST_CASE("a detached, placed lease of another owner: asked, released by tag, printed back")
+    {
+        const std::string text = "hugezero/1 acquire node=0 page=2048K bytes=33554432 name=libvirt-u-ram-node0 detach=libvirt-u "
+                                 "owner=64055:107 mode=0640 place=/dev/hugepages/libvirt/qemu/3-vm/ram-node0";
+        auto r = protocol::parse_request(text);
+        REQUIRE(std::holds_alternative<protocol::request>(r));
+        const auto& a = std::get<protocol::acquire_request>(std::get<protocol::request>(r));
+        CHECK(a.detach == "libvirt-u");
+        CHECK(a.owner == std::optional<protocol::file_owner>(protocol::file_owner{64055, 107}));
+        CHECK(a.mode == std::optional<unsigned>(0640));
+        CHECK(a.place == "/dev/hugepages/libvirt/qemu/3-vm/ram-node0");
+        CHECK(protocol::format(std::get<protocol::request>(r)) == text);
+        const auto g = protocol::parse_request("hugezero/1 release tag=libvirt-u");
+        CHECK(std::get<protocol::release_request>(std::get<protocol::request>(g)).tag == "libvirt-u");
+        CHECK(protocol::format(std::get<protocol::request>(g)) == "hugezero/1 release tag=libvirt-u");
+        const std::string released = protocol::format(protocol::released_reply{0, "emptied,emptied", "libvirt-u", 2});
+        CHECK(released == "hugezero/1 released tag=libvirt-u leases=2 status=emptied,emptied");
+        const auto back = std::get<protocol::released_reply>(protocol::parse_reply(released));
+        CHECK(back.tag == "libvirt-u");
+        CHECK(back.leases == 2);
+        CHECK(back.status == "emptied,emptied");
+    }
+
+    TEST_CASE("detach, owner, mode, place and release by tag refuse what they cannot carry")
+    {
+        const std::string acquire = "hugezero/1 acquire node=0 page=2M bytes=1 name=vm ";
+        CHECK(request_error_of(acquire + "owner=1").message == "\"owner\" must be UID:GID, two decimal numbers below 4294967295, not \"1\"");
+        CHECK(request_error_of(acquire + "owner=4294967295:0").code == EINVAL);
+        CHECK(request_error_of(acquire + "owner=a:b").code == EINVAL);
+        CHECK(request_error_of(acquire + "mode=0666").message == "\"mode\" must be 0600, 0640 or 0660, not \"0666\"");
+        CHECK(request_error_of(acquire + "mode=4600").code == EINVAL);
+        CHECK(request_error_of(acquire + "detach=../x").code == EINVAL);
+        for (const char* bad : {"relative/x", "/", "/a//b", "/a/./b", "/a/../b", "/a/b/"})
+            CHECK_MESSAGE(request_error_of(acquire + "place=" + bad).code == EINVAL, bad);
+        CHECK(request_error_of(acquire + "place=/x/" + std::string(800, 'a')).code == EINVAL);
+        CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 place=/x/y").message
+              == "\"place\" needs \"name=\" (only a named reservoir's file can have a second link)");
+        CHECK(request_error_of("hugezero/1 release").message == "release needs \"lease=\" or \"tag=\", one of them");
+        CHECK(request_error_of("hugezero/1 release lease=1 tag=x").code == EINVAL);
+        CHECK(request_error_of("hugezero/1 release tag=.x").code == EINVAL);
+    }
+
     TEST_CASE("malformed requests are refused with their errno and a sentence")
     {
         CHECK(request_error_of("hugezero/2 status").code == EPROTO);
@@ -79,7 +121,7 @@ TEST_SUITE("daemon")
         CHECK(request_error_of("hugezero/1 acquire node=0 page=2M bytes=1 name=hugezero.node0").code == EINVAL);
         CHECK(request_error_of("hugezero/1 status now").message == "status takes no arguments");
         CHECK(request_error_of("hugezero/1 hold lease=1").message == "hold takes no arguments");
-        CHECK(request_error_of("hugezero/1 release").message == "release needs \"lease=\"");
+        CHECK(request_error_of("hugezero/1 release lease=x").code == EINVAL);
         CHECK(request_error_of("hugezero/1 release lease=x").code == EINVAL);
     }
 

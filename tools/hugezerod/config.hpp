@@ -2,7 +2,8 @@
 //
 //   [daemon]     socket, socket_mode, socket_group, metrics, allow_users, allow_groups, trusted_users,
 //                ready, max_clients, max_clients_per_user, max_leases_per_client, max_leases_per_user,
-//                max_cold_acquires_per_user, max_bytes_per_user, idle_timeout, prezero
+//                max_cold_acquires_per_user, max_bytes_per_user, idle_timeout, prezero, admin_users,
+//                place_directories
 //   [pool]       workers_per_node, refill_rate, batch, quiet_after_lease, retry_period
 //   [reservoir]  node, page, target, chunk, floor_pages, cgroup, directory, recycle (one section each)
 //
@@ -54,6 +55,8 @@ struct config {
     std::vector<uid_t> allow_users{0};                           ///< Peers allowed by uid.
     std::vector<gid_t> allow_groups;                             ///< Peers allowed by gid.
     std::vector<uid_t> trusted_users;                            ///< Whose leases a `recycle = trusted-peers` reservoir recycles.
+    std::vector<uid_t> admin_users{0};                           ///< Who may detach, give away and place leases.
+    std::vector<std::string> place_directories;                  ///< Where a lease may be placed (empty: nowhere).
     ready_when ready = ready_when::filled;
     unsigned max_clients = 256;                                  ///< Connections at once.
     unsigned max_clients_per_user = 64;                          ///< Connections of one uid at once.

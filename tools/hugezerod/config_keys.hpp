@@ -126,6 +126,19 @@ inline std::map<std::string, setter> daemon_keys(config& c)
              for (const auto word : split_list(v))
                  c.trusted_users.push_back(user_id(word));
          }},
+        {"admin_users", [&](std::string_view v) {
+             c.admin_users.clear();
+             for (const auto word : split_list(v))
+                 c.admin_users.push_back(user_id(word));
+         }},
+        {"place_directories", [&](std::string_view v) {
+             c.place_directories.clear();
+             for (const auto word : split_list(v)) {
+                 if (!protocol::valid_place(word))
+                     throw std::invalid_argument("\"" + std::string(word) + "\": expected absolute paths without empty, . or .. components");
+                 c.place_directories.emplace_back(word);
+             }
+         }},
         {"allow_groups", [&](std::string_view v) {
              c.allow_groups.clear();
              for (const auto word : split_list(v))

@@ -6,6 +6,10 @@
 // A lease given back is emptied (its pages back to the kernel at once: pool::retire()), unless
 // its reservoir says `recycle = trusted-peers` and its holder's uid is among trusted_users: the
 // pool then recycles it once nothing else refers to its file (pool::recycle()).
+// An admin (admin_users: a hook such as libvirt's, for a VMM that cannot hold a connection) may
+// also detach a lease from its connection (held under a tag until `release tag=`), give its file
+// to another owner and mode, and place a second link to it (placement.hpp); such a lease is
+// never recycled, and its owner, mode and link are undone when it comes back.
 #ifndef HUGEZERO_TOOLS_HUGEZEROD_LEASE_DESK_HPP
 #define HUGEZERO_TOOLS_HUGEZEROD_LEASE_DESK_HPP
 
@@ -27,6 +31,7 @@
 #include "hugezerod/jobs.hpp"
 #include "hugezerod/logging.hpp"
 #include "hugezerod/metrics.hpp"
+#include "hugezerod/placement.hpp"
 #include "protocol/replies.hpp"
 #include "protocol/requests.hpp"
 
@@ -54,6 +59,15 @@ public:
         return it == desks_.end() ? 0 : it->second.leases.size();
     }
 
+    /// The detached leases held now (under every tag).
+    [[nodiscard]] std::size_t detached() const
+    {
+        std::size_t n = 0;
+        for (const auto& [tag, leases] : detached_)
+            n += leases.size();
+        return n;
+    }
+
     /// Whether @p connection holds a lease or waits for one.
     [[nodiscard]] bool busy(std::uint64_t connection) const
     {
@@ -69,6 +83,8 @@ public:
     {
         holding& h = desks_[connection];
         h.uid = uid;
+        if (const std::string why = admin_refusal(uid, r); !why.empty())
+            return refuse(connection, EPERM, why);
         if (h.leases.size() + h.pending.size() >= config_.max_leases_per_client)
             return refuse(connection, EBUSY, "this connection holds " + std::to_string(config_.max_leases_per_client)
                                                  + " leases already (max_leases_per_client)");
@@ -100,9 +116,46 @@ public:
         auto l = std::move(d->second.leases.extract(id).mapped());
         --counters_.leases_held;
         ++counters_.leases_taken_back;
-        take_back(std::move(l), d->second.uid, "", [this, connection, id](const std::string& status) {
+        take_back(std::move(l), "", [this, connection, id](const std::string& status) {
             (void)reply_(connection, protocol::format(protocol::released_reply{id, status}), -1);
         });
+    }
+
+    /// Takes back every detached lease of @p tag that @p uid made, and answers once the pool
+    /// has them all (with none: at once, `leases=0`).
+    void release_tag(std::uint64_t connection, uid_t uid, const std::string& tag)
+    {
+        if (!admin(uid))
+            return (void)reply_(connection, protocol::format_error(EPERM, "uid " + std::to_string(uid) + " is not among admin_users of "
+                                                                              + config_.file + ": it holds no detached lease"), -1);
+        std::vector<held_lease> back;
+        if (const auto it = detached_.find(tag); it != detached_.end()) {
+            for (auto l = it->second.begin(); l != it->second.end();)
+                if (l->second.uid == uid) {
+                    back.push_back(std::move(l->second));
+                    l = it->second.erase(l);
+                } else {
+                    ++l;
+                }
+            if (it->second.empty())
+                detached_.erase(it);
+        }
+        counters_.leases_detached -= back.size();
+        counters_.leases_taken_back += back.size();
+        if (back.empty())
+            return (void)reply_(connection, protocol::format(protocol::released_reply{0, "none", tag, 0}), -1);
+        auto statuses = std::make_shared<std::vector<std::string>>(back.size());
+        auto left = std::make_shared<std::size_t>(back.size());
+        for (std::size_t i = 0; i < back.size(); ++i)
+            take_back(std::move(back[i]), "released by tag " + tag, [this, connection, tag, statuses, left, i](const std::string& status) {
+                (*statuses)[i] = status;
+                if (--*left == 0) {
+                    std::string all;
+                    for (const auto& s : *statuses)
+                        all += (all.empty() ? "" : ",") + s;
+                    (void)reply_(connection, protocol::format(protocol::released_reply{0, all, tag, statuses->size()}), -1);
+                }
+            });
     }
 
     /// @p connection closed: its leases go back to the pool, its cold acquires are cancelled
@@ -117,16 +170,23 @@ public:
         for (auto& [id, l] : d->second.leases) {
             --counters_.leases_held;
             ++counters_.leases_taken_back;
-            take_back(std::move(l), d->second.uid, "its connection closed");
+            take_back(std::move(l), "its connection closed");
         }
         desks_.erase(d);
     }
 
 private:
+    // A lease out, and what was done to its file for it (undone when it comes back).
+    struct held_lease {
+        std::shared_ptr<hugezero::lease> lease;
+        uid_t uid = static_cast<uid_t>(-1);   // who asked for it
+        bool given = false;                   // its owner or mode set
+        std::shared_ptr<placed_link> link{};  // a second link, placed
+    };
     struct holding {
         uid_t uid = static_cast<uid_t>(-1); // the peer's
         std::uint64_t pending_bytes = 0;      // of the cold acquires in `pending`
-        std::map<std::uint64_t, std::shared_ptr<hugezero::lease>> leases;       // by lease id
+        std::map<std::uint64_t, held_lease> leases;                             // by lease id
         std::map<std::uint64_t, std::shared_ptr<std::stop_source>> pending;     // cold acquires in flight, by job
     };
 
@@ -143,14 +203,35 @@ private:
         std::deque<cold_request> waiting;
     };
 
-    // The leases, and cold acquires in progress, of every connection of @p uid.
+    // The leases, and cold acquires in progress, of every connection of @p uid, and its
+    // detached leases.
     [[nodiscard]] std::size_t leases_of_user(uid_t uid) const
     {
         std::size_t n = 0;
         for (const auto& [id, h] : desks_)
             if (h.uid == uid)
                 n += h.leases.size() + h.pending.size();
+        for (const auto& [tag, leases] : detached_)
+            n += static_cast<std::size_t>(std::count_if(leases.begin(), leases.end(), [&](const auto& l) { return l.second.uid == uid; }));
         return n;
+    }
+
+    [[nodiscard]] bool admin(uid_t uid) const
+    {
+        return std::find(config_.admin_users.begin(), config_.admin_users.end(), uid) != config_.admin_users.end();
+    }
+
+    // Why @p uid may not ask for what @p r asks (detach, owner, mode, place), or empty.
+    [[nodiscard]] std::string admin_refusal(uid_t uid, const protocol::acquire_request& r) const
+    {
+        if (r.detach.empty() && !r.owner && !r.mode && r.place.empty())
+            return {};
+        if (!admin(uid))
+            return "uid " + std::to_string(uid) + " is not among admin_users of " + config_.file
+                   + ": it may not detach, give away or place a lease (detach=, owner=, mode=, place=)";
+        if (!r.place.empty() && config_.place_directories.empty())
+            return "no lease may be placed: " + config_.file + " sets no place_directories";
+        return {};
     }
 
     // The bytes of the leases, and of the cold acquires in progress, of every connection of @p uid.
@@ -161,8 +242,12 @@ private:
             if (h.uid == uid) {
                 n += h.pending_bytes;
                 for (const auto& [lease_id, l] : h.leases)
-                    n += l->size();
+                    n += l.lease->size();
             }
+        for (const auto& [tag, leases] : detached_)
+            for (const auto& [id, l] : leases)
+                if (l.uid == uid)
+                    n += l.lease->size();
         return n;
     }
 
@@ -226,18 +311,45 @@ private:
             const bool need_cold = got.error.value() == EAGAIN && r.max_cold_pages && *r.max_cold_pages == 0;
             return refuse(connection, got.error.value(), got.message + (need_cold ? " (the request allows no cold page)" : ""));
         }
-        auto l = std::make_shared<hugezero::lease>(std::move(got.lease));
         const auto d = desks_.find(connection);
-        const std::uint64_t id = next_lease_++;
-        const protocol::lease_reply text{id, l->node().value(), l->page().kib(), l->pages(), l->cold_pages(), l->path().string()};
-        const uid_t uid = d == desks_.end() ? static_cast<uid_t>(-1) : d->second.uid;
-        if (d == desks_.end() || !reply_(connection, protocol::format(text), l->fd())) { // a failed reply closes it: `d` is gone
+        held_lease h{std::make_shared<hugezero::lease>(std::move(got.lease)), d == desks_.end() ? static_cast<uid_t>(-1) : d->second.uid};
+        if (auto failed = prepare(h, r)) {
             ++counters_.leases_undelivered;
-            return take_back(std::move(l), uid, "its client left, or could not take it");
+            take_back(std::move(h), "it could not be placed");
+            return refuse(connection, failed->code, failed->message);
         }
-        d->second.leases.emplace(id, std::move(l));
+        const hugezero::lease& l = *h.lease;
+        const std::uint64_t id = next_lease_++;
+        const protocol::lease_reply text{id, l.node().value(), l.page().kib(), l.pages(), l.cold_pages(), l.path().string()};
+        if (d == desks_.end() || !reply_(connection, protocol::format(text), l.fd())) { // a failed reply closes it: `d` is gone
+            ++counters_.leases_undelivered;
+            return take_back(std::move(h), "its client left, or could not take it");
+        }
         ++counters_.leases_granted;
+        if (!r.detach.empty()) {
+            detached_[r.detach].emplace(id, std::move(h));
+            ++counters_.leases_detached;
+            return;
+        }
+        d->second.leases.emplace(id, std::move(h));
         ++counters_.leases_held;
+    }
+
+    // Gives the file its owner and mode, and places its link, as @p r asks.
+    std::optional<placement_error> prepare(held_lease& h, const protocol::acquire_request& r)
+    {
+        if (r.owner || r.mode) {
+            h.given = true;
+            if (auto failed = set_owner(*h.lease, r.owner, r.mode))
+                return failed;
+        }
+        if (r.place.empty())
+            return std::nullopt;
+        auto placed = place(*h.lease, r.place, config_.place_directories);
+        if (auto* failed = std::get_if<placement_error>(&placed))
+            return std::move(*failed);
+        h.link = std::make_shared<placed_link>(std::move(std::get<placed_link>(placed)));
+        return std::nullopt;
     }
 
     // Whether leases of @p uid may be recycled (where their reservoir recycles at all).
@@ -246,13 +358,18 @@ private:
         return std::find(config_.trusted_users.begin(), config_.trusted_users.end(), uid) != config_.trusted_users.end();
     }
 
-    // Gives @p l, held by @p uid, back to the pool on a job thread; then @p done(status) on
-    // the loop.
-    void take_back(std::shared_ptr<hugezero::lease> l, uid_t uid, const std::string& why,
-                   std::function<void(const std::string&)> done = nullptr)
+    // Gives @p h back to the pool on a job thread (its link removed, its owner and mode the
+    // daemon's again); then @p done(status) on the loop. Recycled only if its holder is trusted
+    // and nobody else was given or shown the file.
+    void take_back(held_lease h, const std::string& why, std::function<void(const std::string&)> done = nullptr)
     {
-        const bool recycle = trusted(uid);
-        jobs_.post([this, l = std::move(l), recycle, why, done = std::move(done)](std::stop_token) -> std::function<void()> {
+        const bool recycle = trusted(h.uid) && !h.given && !h.link;
+        jobs_.post([this, l = std::move(h.lease), link = std::move(h.link), given = h.given, recycle, why,
+                    done = std::move(done)](std::stop_token) -> std::function<void()> {
+            if (link)
+                unplace(*link);
+            if (given)
+                reset_owner(*l);
             hugezero::recycle_result r;
             try {
                 r = recycle ? pool_.recycle(std::move(*l)) : pool_.retire(std::move(*l));
@@ -278,6 +395,7 @@ private:
     const server_hooks& hooks_;
     reply_function reply_ = [](std::uint64_t, const std::string&, int) { return false; };
     std::map<std::uint64_t, holding> desks_; // by connection id
+    std::map<std::string, std::map<std::uint64_t, held_lease>> detached_; // by tag, then lease id
     std::map<uid_t, cold_user> cold_users_;  // uids with cold acquires queued or running
     std::uint64_t next_lease_ = 1;
     std::uint64_t next_job_ = 1;

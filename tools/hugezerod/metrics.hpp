@@ -27,6 +27,7 @@ struct daemon_counters {
     std::uint64_t idle_connections_closed = 0; ///< Closed after idle_timeout with no lease.
     std::uint64_t bad_requests = 0;         ///< Malformed, oversized, wrong version, with fds: connection closed.
     std::uint64_t leases_held = 0;          ///< Leases out to clients now.
+    std::uint64_t leases_detached = 0;      ///< Detached leases held now (admin_users' `detach=`).
     std::uint64_t leases_granted = 0;       ///< Leases handed out, ever.
     std::uint64_t acquires_refused = 0;     ///< Acquires answered with an error.
     std::uint64_t held_requests_refused = 0; ///< Requests on a connection that said hold (EPERM).
@@ -135,6 +136,7 @@ inline std::string metrics_text(const std::vector<hugezero::reservoir_statistics
            d.idle_connections_closed);
     daemon("hugezerod_bad_requests_total", "counter", "Malformed requests (the connection was closed).", d.bad_requests);
     daemon("hugezerod_leases_held", "gauge", "Leases held by connected clients.", d.leases_held);
+    daemon("hugezerod_leases_detached", "gauge", "Detached leases held under a tag, until released by it.", d.leases_detached);
     daemon("hugezerod_leases_granted_total", "counter", "Leases handed to clients.", d.leases_granted);
     daemon("hugezerod_acquires_refused_total", "counter", "Acquires answered with an error.", d.acquires_refused);
     daemon("hugezerod_held_requests_refused_total", "counter", "Requests refused because their connection said hold.",

@@ -39,6 +39,7 @@ namespace hugezerod {
 struct daemon_status {
     std::size_t clients = 0;
     std::uint64_t leases = 0;
+    std::uint64_t detached = 0;
     std::uint64_t refill_rate = 0;
     std::size_t jobs = 0;
     std::size_t fds = 0;
@@ -53,7 +54,7 @@ struct daemon_status {
 {
     const auto n = [](auto v) { return std::to_string(v); };
     const protocol::ordered_fields daemon = {
-        {"version", hugezero::version_string}, {"clients", n(d.clients)},      {"leases", n(d.leases)},
+        {"version", hugezero::version_string}, {"clients", n(d.clients)},      {"leases", n(d.leases)}, {"detached", n(d.detached)},
         {"refill_rate", n(d.refill_rate)},     {"jobs", n(d.jobs)},            {"fds", n(d.fds)},
         {"prezero", d.prezero ? "on" : "off"}, {"ready", d.ready ? "1" : "0"}, {"filled", d.filled ? "1" : "0"},
         {"uptime_ms", n(d.uptime.count())}};

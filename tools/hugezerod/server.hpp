@@ -68,7 +68,10 @@ public:
         tick();
         loop_.run([this] { return stopping_; });
         hooks_.notify("STOPPING=1\nSTATUS=stopping: leases out stay valid in their holders");
-        hooks_.log(level::info, "stopping: " + std::to_string(counters_.leases_held) + " leases out stay valid in their holders");
+        hooks_.log(level::info, "stopping: " + std::to_string(counters_.leases_held) + " leases out stay valid in their holders"
+                                    + (counters_.leases_detached == 0 ? std::string()
+                                                                      : ", " + std::to_string(counters_.leases_detached)
+                                                                            + " detached leases in their placed links (the reservoir's names go)"));
         shut_down();
     }
 
@@ -161,6 +164,7 @@ private:
         daemon_status d;
         d.clients = sessions_.count();
         d.leases = counters_.leases_held;
+        d.detached = counters_.leases_detached;
         d.refill_rate = config_.pool.refill_bytes_per_second;
         d.jobs = jobs_.busy();
         d.fds = open_fds();

@@ -219,7 +219,9 @@ private:
         static_assert(std::variant_size_v<protocol::request> == 4, "a new verb needs its case here");
         if (auto* a = std::get_if<protocol::acquire_request>(&r))
             desk_.acquire(id, c.peer.uid, std::move(*a));
-        else if (const auto* g = std::get_if<protocol::release_request>(&r))
+        else if (const auto* g = std::get_if<protocol::release_request>(&r); g && !g->tag.empty())
+            desk_.release_tag(id, c.peer.uid, g->tag);
+        else if (g)
             desk_.release(id, g->lease);
         else if (std::holds_alternative<protocol::status_request>(r))
             (void)reply(id, status_(), -1);

@@ -97,6 +97,13 @@ public:
         return expect<protocol::released_reply>(round_trip(protocol::format(protocol::release_request{id}), nullptr)).status;
     }
 
+    /// Gives back every detached lease of @p tag (an admin's); returns what the pool did with
+    /// each, and how many there were (none: `none`, 0).
+    protocol::released_reply release_tag(const std::string& tag)
+    {
+        return expect<protocol::released_reply>(round_trip(protocol::format(protocol::release_request{0, tag}), nullptr));
+    }
+
     /// The daemon's status.
     protocol::status_reply status()
     {

@@ -30,10 +30,12 @@ struct lease_reply {
     std::uint64_t cold = 0;
     std::string path{}; ///< Empty unless the reservoir is named.
 };
-/// A lease given back.
+/// A lease given back, or every detached lease of a tag.
 struct released_reply {
     std::uint64_t id = 0;
-    std::string status; ///< A recycle_status, spaces as underscores (recycled, deferred, ...).
+    std::string status; ///< A recycle_status, spaces as underscores (recycled, deferred, ...); for a tag, one per lease, comma-separated (`none`: no lease).
+    std::string tag{};  ///< Non-empty: the tag released, instead of `id`.
+    std::uint64_t leases = 0; ///< For a tag: how many leases it had.
 };
 /// The daemon's status: `key=value` words of the first line, then each reservoir's line's.
 struct status_reply {
@@ -81,6 +83,8 @@ inline std::string format(const lease_reply& r)
 /// The released reply's text.
 inline std::string format(const released_reply& r)
 {
+    if (!r.tag.empty())
+        return std::string(version) + " released tag=" + r.tag + " leases=" + std::to_string(r.leases) + " status=" + r.status;
     return std::string(version) + " released lease=" + std::to_string(r.id) + " status=" + r.status;
 }
 
@@ -150,8 +154,12 @@ inline reply parse_reply(std::string_view text)
     if (kind == "lease") {
         return lease_reply{number("id"), number("node"), number("page_kib"), number("pages"), number("cold"), path};
     }
-    if (kind == "released")
-        return released_reply{number("lease"), map->count("status") != 0 ? map->at("status") : std::string()};
+    if (kind == "released") {
+        const std::string status = map->count("status") != 0 ? map->at("status") : std::string();
+        if (map->count("tag") != 0)
+            return released_reply{0, status, map->at("tag"), number("leases")};
+        return released_reply{number("lease"), status};
+    }
     if (kind == "held")
         return held_reply{number("leases")};
     if (kind == "status") {

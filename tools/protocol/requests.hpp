@@ -2,7 +2,10 @@
 // say to each other over a SOCK_SEQPACKET Unix socket, one message per packet, as text:
 //
 //   hugezero/1 acquire node=0 page=2M bytes=8589934592 name=vm-7 max_cold=0
+//   hugezero/1 acquire node=0 page=2M bytes=1073741824 name=libvirt-UUID-ram-node0 detach=libvirt-UUID
+//              owner=64055:64055 mode=0600 place=/dev/hugepages/libvirt/qemu/3-vm/ram-node0
 //   hugezero/1 release lease=3
+//   hugezero/1 release tag=libvirt-UUID
 //   hugezero/1 status
 //   hugezero/1 hold
 //
@@ -11,6 +14,7 @@
 //   hugezero/1 lease id=3 node=0 page_kib=2048 pages=4096 cold=0 path=/dev/hugepages/vm-7
 //   (with the lease's fd in SCM_RIGHTS; path only for a named reservoir)
 //   hugezero/1 released lease=3 status=recycled
+//   hugezero/1 released tag=libvirt-UUID leases=2 status=emptied,emptied
 //   hugezero/1 status clients=1 leases=1 ... then one line per reservoir
 //   hugezero/1 held leases=1
 //   hugezero/1 error ENOSPC <a sentence>
@@ -22,12 +26,14 @@
 #ifndef HUGEZERO_TOOLS_PROTOCOL_REQUESTS_HPP
 #define HUGEZERO_TOOLS_PROTOCOL_REQUESTS_HPP
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -49,17 +55,34 @@ inline constexpr std::size_t max_reply = 64 * 1024;
 /// The longest lease name (a file name: NAME_MAX less room for the daemon's own suffixes).
 inline constexpr std::size_t max_name = 200;
 
-/// Asks for a lease.
+/// The longest `place` path.
+inline constexpr std::size_t max_place = 700;
+
+/// Who a lease's file belongs to while it is out.
+struct file_owner {
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    friend bool operator==(const file_owner&, const file_owner&) = default;
+};
+
+/// Asks for a lease. `detach`, `owner`, `mode` and `place` are for the daemon's admin_users
+/// only (a hook acting for a VMM that cannot hold a connection itself, such as libvirt's).
 struct acquire_request {
     hugezero::node_id node{0};
     hugezero::page_size page = hugezero::page_2mib;
     std::uint64_t bytes = 0;
     std::string name{};                          ///< Empty: the daemon's own.
     std::optional<std::uint64_t> max_cold_pages{}; ///< Empty: no limit.
+    std::string detach{};                        ///< Non-empty: the lease outlives its connection, held under this tag.
+    std::optional<file_owner> owner{};           ///< The file's owner while the lease is out (else the daemon's).
+    std::optional<unsigned> mode{};              ///< The file's permissions while the lease is out (else 0600).
+    std::string place{};                         ///< Non-empty: a second link to the lease's file, at this path.
 };
-/// Gives a lease back (its fd may still be open elsewhere: it is recycled once it is not).
+/// Gives a lease back (its fd may still be open elsewhere: it is recycled once it is not):
+/// one of the connection's leases by id, or every detached lease of a tag.
 struct release_request {
     std::uint64_t lease = 0;
+    std::string tag{}; ///< Non-empty: every detached lease of this tag, instead of `lease`.
 };
 /// Asks for the daemon's status.
 struct status_request {};
@@ -82,6 +105,75 @@ inline bool valid_name(std::string_view name)
             return false;
     return true;
 }
+
+/// Whether @p path is a `place` the protocol carries: absolute, at most max_place bytes, every
+/// component a name (no empty, `.` or `..` component, no trailing '/').
+inline bool valid_place(std::string_view path)
+{
+    if (path.size() < 2 || path.size() > max_place || path.front() != '/' || path.back() == '/')
+        return false;
+    for (std::size_t start = 1; start <= path.size();) {
+        const std::size_t end = std::min(path.find('/', start), path.size());
+        const std::string_view part = path.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..")
+            return false;
+        start = end + 1;
+    }
+    return true;
+}
+
+namespace detail_requests {
+
+inline std::optional<parse_error> parse_owner(std::string_view v, acquire_request& r)
+{
+    const std::size_t colon = v.find(':');
+    const auto uid = colon == std::string_view::npos ? std::nullopt : hugezero_tools::parse_number(v.substr(0, colon));
+    const auto gid = colon == std::string_view::npos ? std::nullopt : hugezero_tools::parse_number(v.substr(colon + 1));
+    if (!uid || !gid || *uid > 0xfffffffeU || *gid > 0xfffffffeU)
+        return parse_error{EINVAL, "\"owner\" must be UID:GID, two decimal numbers below 4294967295, not " + quoted(v)};
+    r.owner = file_owner{static_cast<std::uint32_t>(*uid), static_cast<std::uint32_t>(*gid)};
+    return std::nullopt;
+}
+
+// A lease's file may be readable and writable by its owner, and by its group; nothing else.
+inline std::optional<parse_error> parse_mode(std::string_view v, acquire_request& r)
+{
+    static constexpr std::pair<std::string_view, unsigned> modes[] = {{"0600", 0600}, {"0640", 0640}, {"0660", 0660}};
+    for (const auto& [text, mode] : modes)
+        if (v == text) {
+            r.mode = mode;
+            return std::nullopt;
+        }
+    return parse_error{EINVAL, "\"mode\" must be 0600, 0640 or 0660, not " + quoted(v)};
+}
+
+// detach, owner, mode, place.
+inline std::optional<parse_error> parse_admin_fields(const field_list& f, acquire_request& r)
+{
+    if (const auto tag = value_of(f, "detach")) {
+        if (!valid_name(*tag))
+            return parse_error{EINVAL, "\"detach\" must be a tag of letters, digits, '.', '_' and '-' (at most "
+                                           + std::to_string(max_name) + ", not starting with '.' or hugezero)"};
+        r.detach = std::string(*tag);
+    }
+    if (const auto owner = value_of(f, "owner"))
+        if (auto e = parse_owner(*owner, r))
+            return e;
+    if (const auto mode = value_of(f, "mode"))
+        if (auto e = parse_mode(*mode, r))
+            return e;
+    if (const auto place = value_of(f, "place")) {
+        if (!valid_place(*place))
+            return parse_error{EINVAL, "\"place\" must be an absolute path of at most " + std::to_string(max_place)
+                                           + " bytes without empty, . or .. components, not " + quoted(*place)};
+        if (r.name.empty())
+            return parse_error{EINVAL, "\"place\" needs \"name=\" (only a named reservoir's file can have a second link)"};
+        r.place = std::string(*place);
+    }
+    return std::nullopt;
+}
+
+} // namespace detail_requests
 
 inline std::variant<request, parse_error> parse_acquire(const field_list& f)
 {
@@ -118,6 +210,8 @@ inline std::variant<request, parse_error> parse_acquire(const field_list& f)
             return *e;
         r.max_cold_pages = std::get<std::uint64_t>(n);
     }
+    if (auto e = detail_requests::parse_admin_fields(f, r))
+        return *e;
     return request{std::move(r)};
 }
 
@@ -144,18 +238,24 @@ inline std::variant<request, parse_error> parse_request(std::string_view text)
         return parse_error{EBADMSG, "a request needs a verb: acquire, release, status or hold"};
     const std::string_view verb = (*list)[1];
     if (verb == "acquire") {
-        auto f = fields(*list, 2, {"node", "page", "bytes", "name", "max_cold"});
+        auto f = fields(*list, 2, {"node", "page", "bytes", "name", "max_cold", "detach", "owner", "mode", "place"});
         if (auto* e = std::get_if<parse_error>(&f))
             return std::move(*e);
         return parse_acquire(std::get<field_list>(f));
     }
     if (verb == "release") {
-        auto f = fields(*list, 2, {"lease"});
+        auto f = fields(*list, 2, {"lease", "tag"});
         if (auto* e = std::get_if<parse_error>(&f))
             return std::move(*e);
         const auto id = value_of(std::get<field_list>(f), "lease");
-        if (!id)
-            return parse_error{EINVAL, "release needs \"lease=\""};
+        const auto tag = value_of(std::get<field_list>(f), "tag");
+        if (id.has_value() == tag.has_value())
+            return parse_error{EINVAL, "release needs \"lease=\" or \"tag=\", one of them"};
+        if (tag) {
+            if (!valid_name(*tag))
+                return parse_error{EINVAL, "\"tag\" must be a tag of letters, digits, '.', '_' and '-'"};
+            return request{release_request{0, std::string(*tag)}};
+        }
         const auto n = number_field("lease", *id);
         if (const auto* e = std::get_if<parse_error>(&n))
             return *e;
@@ -194,8 +294,16 @@ inline std::string format(const request& r)
             out += " name=" + a->name;
         if (a->max_cold_pages)
             out += " max_cold=" + std::to_string(*a->max_cold_pages);
+        if (!a->detach.empty())
+            out += " detach=" + a->detach;
+        if (a->owner)
+            out += " owner=" + std::to_string(a->owner->uid) + ":" + std::to_string(a->owner->gid);
+        if (a->mode)
+            out += std::string(" mode=") + (*a->mode == 0600 ? "0600" : *a->mode == 0640 ? "0640" : "0660");
+        if (!a->place.empty())
+            out += " place=" + a->place;
     } else if (const auto* g = std::get_if<release_request>(&r)) {
-        out += " release lease=" + std::to_string(g->lease);
+        out += g->tag.empty() ? " release lease=" + std::to_string(g->lease) : " release tag=" + g->tag;
     } else if (std::holds_alternative<status_request>(r)) {
         out += " status";
     } else if (std::holds_alternative<hold_request>(r)) {

@@ -1,0 +1,208 @@
+// In test_daemon (one unit with test_daemon.cpp). Detached, placed leases (docs/daemon.md, "Detached leases"): what the libvirt hook asks of
+// the daemon, without libvirt. Root and 64 free 2 MiB pages; each case checks that every page
+// came back.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/daemon_process.hpp"
+#include "daemon/real_pages.hpp"
+#include "support/hugetlbfs.hpp"
+#include "support/sizes.hpp"
+
+using hugezero::test::daemon_process;
+using hugezero::test::mib;
+namespace protocol = hugezerod::protocol;
+
+namespace {
+
+struct pages_for_placing : hugezero::test::real_pages {
+    pages_for_placing() : hugezero::test::real_pages(64) {}
+};
+
+// A named reservoir in <mount>/pool, leases placed in <mount>/ram.
+struct placing_daemon {
+    hugezero::test::hugetlbfs_mount mount{hugezero::page_2mib};
+    std::filesystem::path pool = mount.path() / "pool";
+    std::filesystem::path ram = mount.path() / "ram";
+    std::unique_ptr<daemon_process> daemon;
+
+    explicit placing_daemon(const std::string& daemon_keys = "")
+    {
+        REQUIRE_MESSAGE(mount.ok(), mount.reason());
+        std::filesystem::create_directories(pool);
+        std::filesystem::create_directories(ram / "domain");
+        daemon = std::make_unique<daemon_process>("[daemon]\nplace_directories = " + ram.string() + "\n" + daemon_keys
+                                                  + "[pool]\nquiet_after_lease = 0ms\nretry_period = 20ms\n"
+                                                    "[reservoir]\nnode = 0\npage = 2M\ntarget = 32M\nchunk = 8M\ndirectory = "
+                                                  + pool.string() + "\n");
+        REQUIRE_MESSAGE(daemon->wait_ready(), daemon->log());
+    }
+};
+
+protocol::acquire_request detached(const std::string& name, const std::string& place)
+{
+    protocol::acquire_request r;
+    r.bytes = 8 * mib;
+    r.max_cold_pages = 0;
+    r.name = name;
+    r.detach = "libvirt-test";
+    r.owner = protocol::file_owner{65534, 65534};
+    r.mode = 0600;
+    r.place = place;
+    return r;
+}
+
+struct stat lstat_of(const std::filesystem::path& p)
+{
+    struct stat st {};
+    REQUIRE_MESSAGE(::lstat(p.c_str(), &st) == 0, p);
+    return st;
+}
+
+// @p r asked by a process of uid 65534: its error code and sentence, or "granted".
+std::string asked_as_nobody(const std::string& socket, const protocol::acquire_request& r)
+{
+    int result[2];
+    REQUIRE(::pipe2(result, O_CLOEXEC) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        std::string answer = "setuid failed";
+        if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
+            try {
+                hugezerod::client c(socket);
+                (void)c.acquire(r);
+                answer = "granted";
+            } catch (const hugezerod::client_error& e) {
+                answer = std::to_string(e.code()) + " " + e.what();
+            }
+        }
+        (void)!::write(result[1], answer.data(), answer.size());
+        ::_exit(0);
+    }
+    ::close(result[1]);
+    std::string answer;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(result[0], buffer, sizeof buffer)) > 0;)
+        answer.append(buffer, static_cast<std::size_t>(n));
+    ::close(result[0]);
+    ::waitpid(child, nullptr, 0);
+    return answer;
+}
+
+} // namespace
+
+TEST_SUITE("daemon")
+{
+    TEST_CASE("a detached lease outlives its connection at its placed path, owned as asked, until its tag is released")
+    {
+        pages_for_placing pages;
+        if (!pages.ok)
+            return;
+        {
+            placing_daemon p;
+            daemon_process& d = *p.daemon;
+            const auto place = p.ram / "domain" / "ram-node0";
+            hugezero::unique_fd kept;
+        {
+                hugezerod::client hook(d.socket());
+                auto g = hook.acquire(detached("libvirt-test-ram-node0", place.string()));
+                CHECK(g.info.cold == 0);
+                CHECK(g.info.path == (p.pool / "libvirt-test-ram-node0").string());
+                kept = std::move(g.fd);
+        } // the hook exits: the lease stays
+        const struct stat st = lstat_of(place);
+        CHECK(S_ISREG(st.st_mode));
+        CHECK(st.st_ino == lstat_of(p.pool / "libvirt-test-ram-node0").st_ino);
+        CHECK(st.st_uid == 65534);
+        CHECK(st.st_gid == 65534);
+        CHECK((st.st_mode & 07777) == 0600);
+        CHECK(st.st_size == static_cast<off_t>(8 * mib));
+        hugezerod::client admin(d.socket());
+        CHECK(admin.status().daemon.at("detached") == "1");
+        CHECK(hugezero::test::metric(d.metrics(), "hugezerod_leases_detached") == 1);
+        const auto other = admin.release_tag("libvirt-other");
+        CHECK(other.leases == 0);
+        CHECK(other.status == "none");
+        const auto back = admin.release_tag("libvirt-test");
+        CHECK(back.leases == 1);
+        CHECK(back.status == "emptied");
+        CHECK_FALSE(std::filesystem::exists(place)); // the placed link went
+        CHECK_FALSE(std::filesystem::exists(p.pool / "libvirt-test-ram-node0"));
+        struct stat after {};
+        REQUIRE(::fstat(kept.get(), &after) == 0);
+        CHECK(after.st_uid == 0); // given back to the daemon's user
+        CHECK((after.st_mode & 07777) == 0600);
+        CHECK(after.st_blocks == 0); // emptied
+        CHECK(admin.status().daemon.at("detached") == "0");
+        kept.reset();
+        CHECK(d.stop().exit_code == 0);
+        } // the mount goes, with the reservoir's ready files
+        pages.check_none_lost();
+    }
+
+    TEST_CASE("a placement the daemon must refuse: not an admin, outside place_directories, across a mount, over a file, from a memfd")
+    {
+        pages_for_placing pages;
+        if (!pages.ok)
+            return;
+        {
+            placing_daemon p("allow_users = root 65534\n");
+            daemon_process& d = *p.daemon;
+            const auto as_nobody = asked_as_nobody(d.socket(), detached("a", (p.ram / "domain" / "a").string()));
+            CHECK_MESSAGE(as_nobody.rfind(std::to_string(EPERM) + " hugezerod: uid 65534 is not among admin_users of ", 0) == 0, as_nobody);
+            hugezerod::client hook(d.socket());
+            const auto refused = [&](protocol::acquire_request r) -> std::pair<int, std::string> {
+                r.max_cold_pages.reset(); // warm or not: the placement is what is refused
+                try {
+                    (void)hook.acquire(r);
+                    return {0, "granted"};
+                } catch (const hugezerod::client_error& e) {
+                    return {e.code(), e.what()};
+                }
+            };
+            auto outside = refused(detached("b", "/tmp/hugezero-elsewhere"));
+            CHECK(outside.first == EPERM);
+            CHECK(outside.second == "hugezerod: /tmp/hugezero-elsewhere is not beneath a directory of place_directories");
+            // hugetlbfs has no symbolic links; another mount inside is refused as one would be.
+            std::filesystem::create_directory(p.ram / "other-mount");
+            REQUIRE(::mount("none", (p.ram / "other-mount").c_str(), "tmpfs", 0, "size=1M") == 0);
+            CHECK(refused(detached("c", (p.ram / "other-mount" / "c").string())).first == EXDEV);
+            ::umount((p.ram / "other-mount").c_str());
+            CHECK(refused(detached("d", (p.ram / "absent" / "d").string())).first == ENOENT);
+            { std::ofstream(p.ram / "domain" / "taken") << "x"; }
+            const ino_t taken = lstat_of(p.ram / "domain" / "taken").st_ino;
+            auto over = refused(detached("e", (p.ram / "domain" / "taken").string()));
+            CHECK(over.first == EEXIST);
+            CHECK(lstat_of(p.ram / "domain" / "taken").st_ino == taken);
+            // Every refused lease went back, its name too: the reservoir holds only ready files.
+            for (const auto& e : std::filesystem::directory_iterator(p.pool))
+                CHECK_MESSAGE(e.path().filename().string().rfind("hugezero.", 0) == 0, e.path());
+            CHECK(hook.status().daemon.at("detached") == "0");
+            CHECK(d.stop().exit_code == 0);
+
+            daemon_process memfd("[daemon]\nplace_directories = " + p.ram.string()
+                                 + "\n[reservoir]\nnode = 0\npage = 2M\ntarget = 8M\n");
+            REQUIRE_MESSAGE(memfd.wait_ready(), memfd.log());
+            hugezerod::client c(memfd.socket());
+            try {
+                (void)c.acquire(detached("f", (p.ram / "domain" / "f").string()));
+                FAIL("a memfd lease was placed");
+            } catch (const hugezerod::client_error& e) {
+                CHECK(e.code() == EINVAL);
+                CHECK(std::string(e.what()).find("from a memfd reservoir has no file to place") != std::string::npos);
+        }
+        CHECK(memfd.stop().exit_code == 0);
+        }
+        pages.check_none_lost();
+    }
+}
