@@ -113,39 +113,39 @@ TEST_SUITE("daemon")
             daemon_process& d = *p.daemon;
             const auto place = p.ram / "domain" / "ram-node0";
             hugezero::unique_fd kept;
-        {
+            {
                 hugezerod::client hook(d.socket());
                 auto g = hook.acquire(detached("libvirt-test-ram-node0", place.string()));
                 CHECK(g.info.cold == 0);
                 CHECK(g.info.path == (p.pool / "libvirt-test-ram-node0").string());
                 kept = std::move(g.fd);
-        } // the hook exits: the lease stays
-        const struct stat st = lstat_of(place);
-        CHECK(S_ISREG(st.st_mode));
-        CHECK(st.st_ino == lstat_of(p.pool / "libvirt-test-ram-node0").st_ino);
-        CHECK(st.st_uid == 65534);
-        CHECK(st.st_gid == 65534);
-        CHECK((st.st_mode & 07777) == 0600);
-        CHECK(st.st_size == static_cast<off_t>(8 * mib));
-        hugezerod::client admin(d.socket());
-        CHECK(admin.status().daemon.at("detached") == "1");
-        CHECK(hugezero::test::metric(d.metrics(), "hugezerod_leases_detached") == 1);
-        const auto other = admin.release_tag("libvirt-other");
-        CHECK(other.leases == 0);
-        CHECK(other.status == "none");
-        const auto back = admin.release_tag("libvirt-test");
-        CHECK(back.leases == 1);
-        CHECK(back.status == "emptied");
-        CHECK_FALSE(std::filesystem::exists(place)); // the placed link went
-        CHECK_FALSE(std::filesystem::exists(p.pool / "libvirt-test-ram-node0"));
-        struct stat after {};
-        REQUIRE(::fstat(kept.get(), &after) == 0);
-        CHECK(after.st_uid == 0); // given back to the daemon's user
-        CHECK((after.st_mode & 07777) == 0600);
-        CHECK(after.st_blocks == 0); // emptied
-        CHECK(admin.status().daemon.at("detached") == "0");
-        kept.reset();
-        CHECK(d.stop().exit_code == 0);
+            } // the hook exits: the lease stays
+            const struct stat st = lstat_of(place);
+            CHECK(S_ISREG(st.st_mode));
+            CHECK(st.st_ino == lstat_of(p.pool / "libvirt-test-ram-node0").st_ino);
+            CHECK(st.st_uid == 65534);
+            CHECK(st.st_gid == 65534);
+            CHECK((st.st_mode & 07777) == 0600);
+            CHECK(st.st_size == static_cast<off_t>(8 * mib));
+            hugezerod::client admin(d.socket());
+            CHECK(admin.status().daemon.at("detached") == "1");
+            CHECK(hugezero::test::metric(d.metrics(), "hugezerod_leases_detached") == 1);
+            const auto other = admin.release_tag("libvirt-other");
+            CHECK(other.leases == 0);
+            CHECK(other.status == "none");
+            const auto back = admin.release_tag("libvirt-test");
+            CHECK(back.leases == 1);
+            CHECK(back.status == "emptied");
+            CHECK_FALSE(std::filesystem::exists(place)); // the placed link went
+            CHECK_FALSE(std::filesystem::exists(p.pool / "libvirt-test-ram-node0"));
+            struct stat after {};
+            REQUIRE(::fstat(kept.get(), &after) == 0);
+            CHECK(after.st_uid == 0); // given back to the daemon's user
+            CHECK((after.st_mode & 07777) == 0600);
+            CHECK(after.st_blocks == 0); // emptied
+            CHECK(admin.status().daemon.at("detached") == "0");
+            kept.reset();
+            CHECK(d.stop().exit_code == 0);
         } // the mount goes, with the reservoir's ready files
         pages.check_none_lost();
     }
