@@ -20,6 +20,7 @@
 
 using hugezero::test::daemon_process;
 using hugezero::test::mib;
+using hugezero::test::wait_until;
 namespace protocol = hugezerod::protocol;
 
 namespace {
@@ -150,7 +151,39 @@ TEST_SUITE("daemon")
         pages.check_none_lost();
     }
 
-    TEST_CASE("a placement the daemon must refuse: not an admin, outside place_directories, across a mount, over a file, from a memfd")
+    TEST_CASE("a daemon stopped with a detached lease out leaves its file; the next daemon empties it once nothing refers to it")
+    {
+        pages_for_placing pages;
+        if (!pages.ok)
+            return;
+        {
+            placing_daemon p;
+            daemon_process& d = *p.daemon;
+            const auto place = p.ram / "domain" / "ram-node0";
+            const auto name = p.pool / "libvirt-test-ram-node0";
+            hugezero::unique_fd vm; // QEMU, still running on it
+            {
+                hugezerod::client hook(d.socket());
+                vm = hook.acquire(detached("libvirt-test-ram-node0", place.string())).fd;
+            }
+            CHECK(d.stop().exit_code == 0);
+            CHECK(std::filesystem::exists(name)); // not removed: the next daemon has to see it
+            d.start();
+            REQUIRE_MESSAGE(d.wait_ready(), d.log());
+            CHECK(wait_until([&] { return d.reservoir("waiting_pages") == 4; })); // watched: the fd refers to it
+            CHECK(lstat_of(name).st_blocks > 0);
+            hugezerod::client hook(d.socket());
+            CHECK(hook.release_tag("libvirt-test").leases == 0); // this daemon never made it
+            vm.reset();                                              // QEMU exits
+            std::filesystem::remove(place);                           // libvirt removes its directory
+            CHECK(wait_until([&] { return !std::filesystem::exists(name); }));
+            CHECK(d.reservoir("waiting_pages") == 0);
+            CHECK(d.stop().exit_code == 0);
+        }
+        pages.check_none_lost();
+    }
+
+    TEST_CASE("a placement the daemon must refuse: not an admin, outside place_directories, across a mount, into another's directory, over a file, from a memfd")
     {
         pages_for_placing pages;
         if (!pages.ok)
@@ -179,6 +212,24 @@ TEST_SUITE("daemon")
             CHECK(refused(detached("c", (p.ram / "other-mount" / "c").string())).first == EXDEV);
             ::umount((p.ram / "other-mount").c_str());
             CHECK(refused(detached("d", (p.ram / "absent" / "d").string())).first == ENOENT);
+            // A directory of another user than the lease's owner, or writable by others: a tenant's.
+            std::filesystem::create_directory(p.ram / "someone-elses");
+            REQUIRE(::chown((p.ram / "someone-elses").c_str(), 1000, 1000) == 0);
+            auto foreign = refused(detached("g", (p.ram / "someone-elses" / "g").string()));
+            CHECK(foreign.first == EPERM);
+            CHECK_MESSAGE(foreign.second.find("belongs to uid 1000, mode 0755: a lease is placed only in a directory of") != std::string::npos,
+                          foreign.second);
+            std::filesystem::create_directory(p.ram / "open");
+            REQUIRE(::chmod((p.ram / "open").c_str(), 01777) == 0);
+            CHECK(refused(detached("h", (p.ram / "open" / "h").string())).first == EPERM);
+            REQUIRE(::chown((p.ram / "someone-elses").c_str(), 65534, 65534) == 0); // the lease's owner's: placed
+            {
+                hugezerod::client other(d.socket());
+                auto r = detached("i", (p.ram / "someone-elses" / "i").string());
+                r.max_cold_pages.reset();
+                CHECK(other.acquire(r).info.pages == 4);
+                CHECK(other.release_tag("libvirt-test").leases == 1);
+            }
             { std::ofstream(p.ram / "domain" / "taken") << "x"; }
             const ino_t taken = lstat_of(p.ram / "domain" / "taken").st_ino;
             auto over = refused(detached("e", (p.ram / "domain" / "taken").string()));

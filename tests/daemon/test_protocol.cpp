@@ -56,7 +56,7 @@ TEST_SUITE("daemon")
 
     TEST_CASE("a detached, placed lease of another owner: asked, released by tag, printed back")
     {
-        const std::string text = "hugezero/1 acquire node=0 page=2048K bytes=33554432 name=libvirt-u-ram-node0 detach=libvirt-u "
+        const std::string text = "hugezero/1 acquire node=0 page=2M bytes=33554432 name=libvirt-u-ram-node0 detach=libvirt-u "
                                  "owner=64055:107 mode=0640 place=/dev/hugepages/libvirt/qemu/3-vm/ram-node0";
         auto r = protocol::parse_request(text);
         REQUIRE(std::holds_alternative<protocol::request>(r));

@@ -27,10 +27,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (const auto* a = std::get_if<protocol::acquire_request>(&request)) {
         const auto& b = std::get<protocol::acquire_request>(second);
         HUGEZERO_FUZZ_CHECK(a->node == b.node && a->page == b.page && a->bytes == b.bytes && a->name == b.name
-                                && a->max_cold_pages == b.max_cold_pages && a->bytes > 0 && protocol::valid_name(a->name) == !a->name.empty(),
+                                && a->max_cold_pages == b.max_cold_pages && a->bytes > 0 && protocol::valid_name(a->name) == !a->name.empty()
+                                && a->detach == b.detach && a->owner == b.owner && a->mode == b.mode && a->place == b.place
+                                && (a->place.empty() || (protocol::valid_place(a->place) && !a->name.empty())),
                             printed);
     }
     if (const auto* r = std::get_if<protocol::release_request>(&request))
-        HUGEZERO_FUZZ_CHECK(r->lease == std::get<protocol::release_request>(second).lease, printed);
+        HUGEZERO_FUZZ_CHECK(r->lease == std::get<protocol::release_request>(second).lease
+                                && r->tag == std::get<protocol::release_request>(second).tag,
+                            printed);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "support/hugetlbfs.hpp"
 #include "support/subprocess.hpp"
 #include "support/temp_dir.hpp"
+#include "support/threads.hpp"
 
 namespace hugezero::test {
 
@@ -62,19 +64,19 @@ public:
     }
 
     /// Sets up the directory and starts hugezerod (with @p reservoir_keys added to its 2 MiB
-    /// reservoir on node 0) and libvirtd.
-    libvirt_host(const tiny_guest& guest, const std::string& reservoir_keys)
+    /// reservoir on node 0, and @p pool_keys to its [pool]) and libvirtd.
+    libvirt_host(const tiny_guest& guest, const std::string& reservoir_keys, const std::string& pool_keys = "quiet_after_lease = 0ms\n")
     {
         ::chmod(dir_.path().c_str(), 0755); // QEMU, as libvirt-qemu, reads the kernel and writes the console here
-        REQUIRE_MESSAGE(mount_.ok(), mount_.reason());
+        expect(mount_.ok(), mount_.reason());
         std::filesystem::create_directories(pool());
         std::filesystem::create_directories(ram());
         std::filesystem::copy_file(guest.kernel, dir_.path() / "bzImage");
         std::filesystem::copy_file(guest.initramfs, dir_.path() / "initramfs.cpio");
         daemon_ = std::make_unique<daemon_process>("[daemon]\nplace_directories = " + ram().string()
-                                                   + "\n[pool]\nquiet_after_lease = 0ms\n[reservoir]\nnode = 0\npage = 2M\ndirectory = "
+                                                   + "\n[pool]\n" + pool_keys + "[reservoir]\nnode = 0\npage = 2M\ndirectory = "
                                                    + pool().string() + "\n" + reservoir_keys);
-        REQUIRE_MESSAGE(daemon_->wait_ready(), daemon_->log());
+        expect(daemon_->wait_ready(), "hugezerod did not start: " + daemon_->log());
         const auto etc = libvirt_dir() / "etc";
         std::filesystem::create_directories(etc / "hooks" / "qemu.d");
         std::ofstream(etc / "qemu.conf") << "memory_backing_dir = \"" << ram().string() << "\"\nhugetlbfs_mount = \""
@@ -114,7 +116,7 @@ public:
         const auto xml = dir_.path() / (d.name + ".xml");
         std::ofstream(xml) << domain_xml(d);
         const auto r = virsh({"define", xml.string()});
-        REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+        expect(r.exit_code == 0, "virsh define " + xml.string() + ": " + r.err);
         defined_.push_back(d.name);
     }
 
@@ -169,6 +171,13 @@ public:
     }
 
 private:
+    // Setting up failed: a test fails with @p why, a benchmark stops with it.
+    static void expect(bool ok, const std::string& why)
+    {
+        if (!ok)
+            throw std::runtime_error(why);
+    }
+
     void start_libvirtd()
     {
         const auto socket = libvirt_dir() / "run" / "libvirt-sock";
@@ -178,7 +187,7 @@ private:
             std::filesystem::path(daemon_->socket()).parent_path().string()});
         const bool up = wait_until([&] { return std::filesystem::exists(socket) && virsh({"list"}).exit_code == 0; },
                                    std::chrono::seconds(60));
-        REQUIRE_MESSAGE(up, "libvirtd did not answer within 60 s; its log: " << file_text(libvirt_dir() / "log" / "libvirtd.log"));
+        expect(up, "libvirtd did not answer within 60 s; its log: " + file_text(libvirt_dir() / "log" / "libvirtd.log"));
     }
 
     void stop_libvirtd()

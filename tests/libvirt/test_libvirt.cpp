@@ -178,7 +178,7 @@ TEST_SUITE("libvirt")
             host.define(too_big);
             const auto cold = host.virsh({"start", too_big.name});
             CHECK(cold.exit_code != 0);
-            CHECK_MESSAGE(cold.err.find("hugezero: domain hz-too-big: start/begin") != std::string::npos, cold.err);
+            CHECK_MESSAGE(cold.err.find("hugezero: domain hz-too-big: start/begin: hugezerod: ") != std::string::npos, cold.err);
             CHECK(status_word(host, "detached") == "0");
             check_no_lease_left(host);
             CHECK(wait_until([&] { return hugezero::test::metric(host.daemon().metrics(), "hugezero_leases_out{node=\"0\",page_size=\"2MiB\"}") == 0; }));

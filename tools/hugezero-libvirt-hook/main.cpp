@@ -10,6 +10,7 @@
 // prepare/begin checks the XML, start/begin leases, release/end gives back; every other
 // operation is left alone. A non-zero exit at prepare or start makes libvirt refuse the start
 // with what this printed.
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -46,7 +47,8 @@ std::string memory_backing_dir()
     std::ifstream in(qemu_conf);
     for (std::string line; std::getline(in, line);) {
         const std::size_t key = line.find_first_not_of(" \t");
-        if (key == std::string::npos || line.compare(key, 18, "memory_backing_dir") != 0)
+        if (key == std::string::npos || line.compare(key, 18, "memory_backing_dir") != 0
+            || line.find_first_not_of(" \t", key + 18) != line.find('=', key))
             continue;
         const std::size_t open = line.find('"', key), close = line.rfind('"');
         if (open != std::string::npos && close > open)
@@ -55,11 +57,18 @@ std::string memory_backing_dir()
     return default_backing_dir;
 }
 
-// The directory libvirt made for running domain @p d's memory files: <dir>/libvirt/qemu/<id>-<name>
-// (the name shortened by libvirt), found by its id.
+// The directory libvirt made for running domain @p d's memory files: <dir>/libvirt/qemu/<id>-<name>,
+// the name cut at 20 characters (libvirt's virDomainDefGetShortName). A name that is not ASCII
+// is cut by libvirt in wide characters: its directory is found by the id alone, and must be
+// the only one of that id.
 std::string domain_directory(const hugezero_libvirt::domain_memory& d)
 {
+    if (d.id.empty() || d.id.find_first_not_of("0123456789") != std::string::npos)
+        throw std::runtime_error("the domain XML has no id: the hook leases at start/begin, when the domain has one");
     const std::string parent = memory_backing_dir() + "/libvirt/qemu";
+    const bool ascii = std::all_of(d.name.begin(), d.name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    if (ascii)
+        return parent + "/" + d.id + "-" + d.name.substr(0, 20);
     DIR* dir = ::opendir(parent.c_str());
     if (dir == nullptr)
         throw std::runtime_error("cannot list " + parent + " (memory_backing_dir of " + qemu_conf + "): " + std::strerror(errno));
@@ -87,8 +96,11 @@ void lease_all(const hugezero_libvirt::domain_memory& d)
 {
     const std::string dir = domain_directory(d);
     struct stat st {};
-    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-        throw std::runtime_error(dir + " is not a directory");
+    if (::lstat(dir.c_str(), &st) != 0)
+        throw std::runtime_error("cannot find libvirt's memory directory of the domain, " + dir + ": " + std::strerror(errno)
+                                 + " (memory_backing_dir of " + qemu_conf + ", and <source type='file'/>)");
+    if (!S_ISDIR(st.st_mode))
+        throw std::runtime_error(dir + " is not a directory (a symbolic link, or a file, in its place)");
     hugezerod::client daemon(hugezerod::protocol::default_socket);
     give_back(d, daemon); // what a release hook that never ran left
     try {
@@ -102,6 +114,9 @@ void lease_all(const hugezero_libvirt::domain_memory& d)
             r.owner = hugezerod::protocol::file_owner{st.st_uid, st.st_gid};
             r.mode = 0600;
             r.place = dir + "/" + b.alias;
+            if (!hugezerod::protocol::valid_place(r.place) || r.place.find(' ') != std::string::npos)
+                throw std::runtime_error("cannot place a lease at \"" + r.place + "\": the protocol carries paths without spaces, "
+                                         "of at most " + std::to_string(hugezerod::protocol::max_place) + " bytes (rename the domain)");
             if (!d.cold_allowed)
                 r.max_cold_pages = 0;
             const auto g = daemon.acquire(r);
@@ -114,12 +129,26 @@ void lease_all(const hugezero_libvirt::domain_memory& d)
     }
 }
 
+// SELinux in enforcing mode separates domains by the label of their files, which a lease, made
+// by the daemon and linked in, does not carry: refuse rather than leave one domain's RAM open to
+// the others.
+void check_no_selinux()
+{
+    std::ifstream enforce("/sys/fs/selinux/enforce");
+    char mode = '0';
+    if (enforce >> mode && mode == '1')
+        throw std::runtime_error("SELinux is enforcing, and hugezero does not label leases for libvirt's sVirt: the domain's "
+                                 "RAM would carry no category of its own (remove the <hugezero:memory> element, docs/libvirt.md)");
+}
+
 int run(const std::string& operation, const std::string& sub_operation)
 {
     const std::string xml(std::istreambuf_iterator<char>(std::cin), {});
     const auto d = hugezero_libvirt::read_domain_memory(xml); // checks it at every operation
     if (!d.opted_in)
         return 0;
+    if (operation == "prepare" || operation == "start")
+        check_no_selinux();
     if (operation == "start" && sub_operation == "begin")
         lease_all(d);
     else if (operation == "release" && sub_operation == "end") {

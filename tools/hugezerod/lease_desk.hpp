@@ -24,6 +24,7 @@
 #include <utility>
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <hugezero/pool.hpp>
 
@@ -57,6 +58,23 @@ public:
     {
         const auto it = desks_.find(connection);
         return it == desks_.end() ? 0 : it->second.leases.size();
+    }
+
+    /// The daemon stops: each detached lease's file keeps its name in its named reservoir (a memfd
+    /// just closes), so that the next daemon watches it as a lease given back and empties it once
+    /// nothing refers to it (QEMU gone, and any other link of it too). Returns how many.
+    std::size_t leave_detached()
+    {
+        std::size_t n = 0;
+        for (auto& [tag, leases] : detached_)
+            for (auto& [id, h] : leases) {
+                if (*h.lease)
+                    (void)::close(h.lease->release());
+                ++n;
+            }
+        detached_.clear();
+        counters_.leases_detached = 0;
+        return n;
     }
 
     /// The detached leases held now (under every tag).
@@ -335,20 +353,20 @@ private:
         ++counters_.leases_held;
     }
 
-    // Gives the file its owner and mode, and places its link, as @p r asks.
+    // Places the file's link, then gives it its owner and mode, as @p r asks: linking a file
+    // another user owns would need CAP_FOWNER (fs.protected_hardlinks), which the unit drops.
     std::optional<placement_error> prepare(held_lease& h, const protocol::acquire_request& r)
     {
+        if (!r.place.empty()) {
+            auto placed = place(*h.lease, r.place, config_.place_directories, r.owner);
+            if (auto* failed = std::get_if<placement_error>(&placed))
+                return std::move(*failed);
+            h.link = std::make_shared<placed_link>(std::move(std::get<placed_link>(placed)));
+        }
         if (r.owner || r.mode) {
             h.given = true;
-            if (auto failed = set_owner(*h.lease, r.owner, r.mode))
-                return failed;
+            return set_owner(*h.lease, r.owner, r.mode);
         }
-        if (r.place.empty())
-            return std::nullopt;
-        auto placed = place(*h.lease, r.place, config_.place_directories);
-        if (auto* failed = std::get_if<placement_error>(&placed))
-            return std::move(*failed);
-        h.link = std::make_shared<placed_link>(std::move(std::get<placed_link>(placed)));
         return std::nullopt;
     }
 

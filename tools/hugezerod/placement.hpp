@@ -9,6 +9,7 @@
 #define HUGEZERO_TOOLS_HUGEZEROD_PLACEMENT_HPP
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -54,6 +55,13 @@ inline int open_beneath(int root, const std::string& relative)
     return static_cast<int>(::syscall(SYS_openat2, root, relative.c_str(), &how, sizeof how));
 }
 
+inline std::string octal(unsigned mode)
+{
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", mode & 07777);
+    return text;
+}
+
 inline placement_error failed(int code, const std::string& what)
 {
     return placement_error{code, what + ": " + std::strerror(code)};
@@ -70,19 +78,20 @@ inline std::string allowed_root(const std::string& path, const std::vector<std::
 
 } // namespace detail_placement
 
-/// Gives @p l's file to @p owner (uid, gid) with @p mode (each unless empty).
+/// Gives @p l's file @p mode, then to @p owner (uid, gid) (each unless empty): in that order,
+/// as changing the mode of a file another user owns needs CAP_FOWNER, which the unit drops.
 inline std::optional<placement_error> set_owner(const hugezero::lease& l, const std::optional<protocol::file_owner>& owner,
                                                 const std::optional<unsigned>& mode)
 {
+    if (mode && ::fchmod(l.fd(), *mode) != 0)
+        return detail_placement::failed(errno, "cannot set the lease's file's mode");
     if (owner && ::fchown(l.fd(), owner->uid, owner->gid) != 0)
         return detail_placement::failed(errno, "cannot give the lease's file to " + std::to_string(owner->uid) + ":"
                                                    + std::to_string(owner->gid));
-    if (mode && ::fchmod(l.fd(), *mode) != 0)
-        return detail_placement::failed(errno, "cannot set the lease's file's mode");
     return std::nullopt;
 }
 
-/// Gives @p l's file back to the daemon's user, mode 0600.
+/// Gives @p l's file back to the daemon's user (CAP_CHOWN), then mode 0600.
 inline void reset_owner(const hugezero::lease& l) noexcept
 {
     (void)::fchown(l.fd(), ::geteuid(), ::getegid());
@@ -91,9 +100,12 @@ inline void reset_owner(const hugezero::lease& l) noexcept
 
 /// Links @p l's file (a named reservoir's) at @p path, which must be beneath one of @p allowed
 /// and whose directory must exist, reached without a symbolic link or a mount point, on the
-/// lease's mount; an existing file there is never replaced (EEXIST).
+/// lease's mount, and belong to the daemon's user or to @p owner, writable by its owner only
+/// (else a tenant's directory could receive another's lease); an existing file there is never
+/// replaced (EEXIST).
 inline std::variant<placed_link, placement_error> place(const hugezero::lease& l, const std::string& path,
-                                                        const std::vector<std::string>& allowed)
+                                                        const std::vector<std::string>& allowed,
+                                                        const std::optional<protocol::file_owner>& owner)
 {
     using detail_placement::failed;
     const std::string root = detail_placement::allowed_root(path, allowed);
@@ -116,6 +128,12 @@ inline std::variant<placed_link, placement_error> place(const hugezero::lease& l
     link.name = path.substr(slash + 1);
     link.path = path;
     struct stat st {};
+    if (::fstat(link.directory.get(), &st) != 0)
+        return failed(errno, "cannot stat " + path.substr(0, slash));
+    if ((st.st_mode & 022) != 0 || (st.st_uid != ::geteuid() && !(owner && st.st_uid == owner->uid)))
+        return placement_error{EPERM, path.substr(0, slash) + " belongs to uid " + std::to_string(st.st_uid) + ", mode "
+                                          + detail_placement::octal(st.st_mode & 07777) + ": a lease is placed only in a directory of "
+                                          + "the daemon's user or of the lease's owner, writable by its owner alone"};
     if (::fstat(l.fd(), &st) != 0)
         return failed(errno, "cannot stat the lease's file");
     link.device = st.st_dev;

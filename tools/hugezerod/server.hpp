@@ -71,7 +71,7 @@ public:
         hooks_.log(level::info, "stopping: " + std::to_string(counters_.leases_held) + " leases out stay valid in their holders"
                                     + (counters_.leases_detached == 0 ? std::string()
                                                                       : ", " + std::to_string(counters_.leases_detached)
-                                                                            + " detached leases in their placed links (the reservoir's names go)"));
+                                                                            + " detached leases too (the next daemon empties each once unused)"));
         shut_down();
     }
 
@@ -201,6 +201,7 @@ private:
             return;
         jobs_.stop(); // cancels cold acquires; leases in queued recycles close (their pages stay with their holders)
         sessions_.close_all();
+        (void)desk_.leave_detached();
         if (prezero_)
             prezero_->stop();
         pool_->stop();
