@@ -151,7 +151,7 @@ TEST_SUITE("daemon")
         pages.check_none_lost();
     }
 
-    TEST_CASE("a daemon stopped with a detached lease out leaves its file; the next daemon empties it once nothing refers to it")
+    TEST_CASE("a daemon stopped with a detached lease out leaves its file, and the next daemon empties it once nothing refers to it")
     {
         pages_for_placing pages;
         if (!pages.ok)

@@ -41,7 +41,7 @@ TEST_SUITE("libvirt")
         CHECK_FALSE(read_domain_memory(domain("")).opted_in);
     }
 
-    TEST_CASE("each guest cell is a lease from the host node it is bound to; each dimm one more")
+    TEST_CASE("each guest cell is a lease from the host node it is bound to, and each dimm one more")
     {
         const auto d = read_domain_memory(domain(
             opt_in + file_shared
