@@ -2,6 +2,8 @@
 // errors, the check against the machine, and `hugezerod --check`.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "hugezerod/config_file.hpp"
@@ -151,5 +153,27 @@ TEST_SUITE("daemon")
         const auto help = hugezero::test::run_process({HUGEZERO_DAEMON, "--help"});
         CHECK(help.exit_code == 0);
         CHECK(help.out.find("--check") != std::string::npos);
+    }
+
+    TEST_CASE("hugezerod --check refuses place_directories that are missing or on no named reservoir's mount")
+    {
+        hugezero::test::temp_dir dir;
+        std::filesystem::create_directories(dir.path() / "pool");
+        std::filesystem::create_directories(dir.path() / "ram");
+        const auto conf = (dir.path() / "place.conf").string();
+        const auto check = [&](const std::string& place, const std::string& directory) {
+            std::ofstream(conf) << "[daemon]\nplace_directories = " << place << "\n[reservoir]\nnode = 0\npage = 2M\n" << directory;
+            return hugezero::test::run_process({HUGEZERO_DAEMON, "--config", conf, "--check"});
+        };
+        const auto ok = check((dir.path() / "ram").string(), "directory = " + (dir.path() / "pool").string() + "\n");
+        CHECK_MESSAGE(ok.exit_code == 0, ok.err);
+        CHECK(ok.out.find("  leases may be placed beneath " + (dir.path() / "ram").string() + " (admin_users only)") != std::string::npos);
+        const auto missing = check((dir.path() / "absent").string(), "directory = " + (dir.path() / "pool").string() + "\n");
+        CHECK(missing.exit_code == 2);
+        CHECK(missing.err == "hugezerod: error: " + conf + ": place_directories: " + (dir.path() / "absent").string()
+                                 + " is not a directory (libvirt's memory_backing_dir: make it)\n");
+        const auto memfd = check((dir.path() / "ram").string(), "");
+        CHECK(memfd.exit_code == 2);
+        CHECK(memfd.err.find("is on no named reservoir's mount") != std::string::npos);
     }
 }

@@ -167,6 +167,7 @@ TEST_SUITE("libvirt")
             host.define(bad_qemu);
             const auto refused = host.virsh({"start", bad_qemu.name});
             CHECK(refused.exit_code != 0);
+            CHECK(hugezero::test::metric(host.daemon().metrics(), "hugezerod_leases_granted_total") == 2); // placed, then QEMU failed
             CHECK(wait_until([&] { return status_word(host, "detached") == "0"; }));
             check_no_lease_left(host);
 

@@ -12,6 +12,7 @@
 // with what this printed.
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -31,6 +32,9 @@ namespace {
 
 constexpr const char* qemu_conf = "/etc/libvirt/qemu.conf";
 constexpr const char* default_backing_dir = "/var/lib/libvirt/qemu/ram"; // libvirt's, without memory_backing_dir
+// The longest wait for one answer of the daemon (a cold lease of many GiB takes seconds): libvirt
+// waits for its hook, so a daemon that never answers must not hold a domain's start for ever.
+constexpr std::chrono::milliseconds answer_within = std::chrono::minutes(10);
 
 void usage(std::ostream& out)
 {
@@ -101,7 +105,7 @@ void lease_all(const hugezero_libvirt::domain_memory& d)
                                  + " (memory_backing_dir of " + qemu_conf + ", and <source type='file'/>)");
     if (!S_ISDIR(st.st_mode))
         throw std::runtime_error(dir + " is not a directory (a symbolic link, or a file, in its place)");
-    hugezerod::client daemon(hugezerod::protocol::default_socket);
+    hugezerod::client daemon(hugezerod::protocol::default_socket, answer_within);
     give_back(d, daemon); // what a release hook that never ran left
     try {
         for (const auto& b : d.backends) {
@@ -152,7 +156,7 @@ int run(const std::string& operation, const std::string& sub_operation)
     if (operation == "start" && sub_operation == "begin")
         lease_all(d);
     else if (operation == "release" && sub_operation == "end") {
-        hugezerod::client daemon(hugezerod::protocol::default_socket);
+        hugezerod::client daemon(hugezerod::protocol::default_socket, answer_within);
         give_back(d, daemon);
     }
     return 0;

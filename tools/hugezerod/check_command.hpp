@@ -6,12 +6,34 @@
 #include <iostream>
 #include <string>
 
+#include <sys/stat.h>
+
 #include <hugezero/machine.hpp>
 
 #include "hugezerod/config_file.hpp"
 #include "hugezerod/listeners.hpp"
 
 namespace hugezerod {
+
+/// Each of place_directories is a directory, on the mount of a named reservoir (a lease is
+/// placed as a second link to its file: from another mount it cannot be).
+inline void check_place_directories(const config& c)
+{
+    for (const auto& dir : c.place_directories) {
+        struct stat place {};
+        if (::stat(dir.c_str(), &place) != 0 || !S_ISDIR(place.st_mode))
+            throw config_error(c.file + ": place_directories: " + dir + " is not a directory (libvirt's memory_backing_dir: make it)");
+        bool shared = false;
+        for (const auto& r : c.reservoirs) {
+            struct stat reservoir {};
+            shared = shared || (!r.options.directory.empty() && ::stat(r.options.directory.c_str(), &reservoir) == 0
+                                && reservoir.st_dev == place.st_dev);
+        }
+        if (!shared)
+            throw config_error(c.file + ": place_directories: " + dir + " is on no named reservoir's mount: a lease is placed "
+                               + "as a second link to a reservoir's file, so put it on the hugetlbfs of a reservoir's directory");
+    }
+}
 
 /// Checks @p c against this machine and prints a summary. @throws config_error naming the file,
 /// line and key of what is wrong.
@@ -31,8 +53,11 @@ inline int check_command(const config& c)
             if (!dir.empty() && !std::filesystem::is_directory(dir))
                 throw config_error(c.file + ":" + std::to_string(r.line) + ": [reservoir]: " + dir.string()
                                               + " is not a directory");
+    check_place_directories(c);
     std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
               << c.reservoirs.size() << " reservoirs\n";
+    for (const auto& dir : c.place_directories)
+        std::cout << "  leases may be placed beneath " << dir << " (admin_users only)\n";
     for (const auto& r : c.reservoirs) {
         std::cout << "  " << hugezero::to_string(r.options.which) << ": target " << r.options.target_bytes << " bytes, floor "
                   << r.options.floor_pages << " pages" << (r.options.cgroup.empty() ? "" : ", cgroup " + r.options.cgroup.string())
