@@ -1,4 +1,4 @@
-// In test_daemon (one unit with test_daemon.cpp). Detached, placed leases (docs/daemon.md, "Detached leases"): what the libvirt hook asks of
+// In test_daemon (one unit with test_daemon.cpp). Detached, placed leases (docs/daemon.md, "Detached and placed leases"): what the libvirt hook asks of
 // the daemon, without libvirt. Root and 64 free 2 MiB pages; each case checks that every page
 // came back.
 #include <doctest/doctest.h>
@@ -235,9 +235,15 @@ TEST_SUITE("daemon")
             auto over = refused(detached("e", (p.ram / "domain" / "taken").string()));
             CHECK(over.first == EEXIST);
             CHECK(lstat_of(p.ram / "domain" / "taken").st_ino == taken);
-            // Every refused lease went back, its name too: the reservoir holds only ready files.
-            for (const auto& e : std::filesystem::directory_iterator(p.pool))
-                CHECK_MESSAGE(e.path().filename().string().rfind("hugezero.", 0) == 0, e.path());
+            // Every refused lease goes back (on a job thread, after the refusal), its name too: the
+            // reservoir then holds only ready files.
+            const auto only_ready_files = [&] {
+                for (const auto& e : std::filesystem::directory_iterator(p.pool))
+                    if (e.path().filename().string().rfind("hugezero.", 0) != 0)
+                        return false;
+                return true;
+            };
+            CHECK(wait_until(only_ready_files));
             CHECK(hook.status().daemon.at("detached") == "0");
             CHECK(d.stop().exit_code == 0);
 

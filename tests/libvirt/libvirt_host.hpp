@@ -46,6 +46,7 @@ struct domain_spec {
     std::string cold = "allow";                  ///< the hook's cold= attribute
     std::string pattern = "hugezero";            ///< what the guest's init writes into its RAM
     std::string extra_qemu_arg;                  ///< a <qemu:commandline> argument (a start that fails)
+    unsigned dimm_mib = 0;                       ///< a memory device (dimm) on the last cell, if not 0
 };
 
 class libvirt_host {
@@ -145,7 +146,9 @@ public:
         unsigned total = 0;
         for (const unsigned c : d.cells_mib)
             total += c;
-        x << "  <memory unit='MiB'>" << total << "</memory>\n  <vcpu>" << d.cells_mib.size() << "</vcpu>\n";
+        if (d.dimm_mib != 0)
+            x << "  <maxMemory slots='2' unit='MiB'>" << total + 2 * d.dimm_mib << "</maxMemory>\n";
+        x << "  <memory unit='MiB'>" << total + d.dimm_mib << "</memory>\n  <vcpu>" << d.cells_mib.size() << "</vcpu>\n";
         if (d.ram == domain_ram::leased)
             x << "  <metadata><hugezero:memory xmlns:hugezero='https://hugezero.dev/xmlns/libvirt/1' page='2M' cold='" << d.cold
               << "'/></metadata>\n  <memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>\n";
@@ -160,10 +163,15 @@ public:
         x << "  </numa></cpu>\n  <numatune>\n";
         for (std::size_t i = 0; i < d.cells_mib.size(); ++i)
             x << "    <memnode cellid='" << i << "' mode='strict' nodeset='0'/>\n";
-        x << "  </numatune>\n  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\n"
+        x << "  </numatune>\n  <features><acpi/></features>\n"
+             "  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\n"
              "  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><serial type='file'><source path='"
           << console(d).string() << "'/></serial><console type='file'><source path='" << console(d).string()
-          << "'/><target type='serial'/></console><memballoon model='none'/></devices>\n";
+          << "'/><target type='serial'/></console><memballoon model='none'/>";
+        if (d.dimm_mib != 0)
+            x << "<memory model='dimm'><target><size unit='MiB'>" << d.dimm_mib << "</size><node>" << d.cells_mib.size() - 1
+              << "</node></target></memory>";
+        x << "</devices>\n";
         if (!d.extra_qemu_arg.empty())
             x << "  <qemu:commandline><qemu:arg value='" << d.extra_qemu_arg << "'/></qemu:commandline>\n";
         x << "</domain>\n";

@@ -66,6 +66,16 @@ TEST_SUITE("libvirt")
         CHECK(d.lease_name(d.backends[2]) == "libvirt-3f0c2a9e-5b7d-4c1e-8a6f-0d9b8e7c6a51-ram-node1");
     }
 
+    TEST_CASE("before libvirt names memory devices (the prepare hook) a dimm is named by its index, and its own nodemask comes first")
+    {
+        const auto d = read_domain_memory(domain(opt_in + file_shared
+                                                 + "<devices><memory model='dimm'><source><nodemask>2</nodemask></source><target>"
+                                                   "<size unit='MiB'>512</size><node>0</node></target></memory></devices>"));
+        REQUIRE(d.backends.size() == 2);
+        CHECK(d.backends[0].alias == "dimm0");
+        CHECK(d.backends[0].node == 2);
+    }
+
     TEST_CASE("without cells the initial memory is one lease, pc.ram, less the memory devices")
     {
         const auto d = read_domain_memory(domain(
@@ -99,6 +109,9 @@ TEST_SUITE("libvirt")
         CHECK(error_of(domain(opt_in + file_shared + "<devices><memory model='nvdimm'/></devices>"))
               == "memory device of model nvdimm: the hook leases dimm devices only");
         CHECK(error_of("<domain") == "the domain XML on stdin does not parse");
+        CHECK(error_of(domain(opt_in + file_shared + "<numatune><memory mode='strict' placement='auto'/></numatune>"))
+                  .find("numad chooses the host node after the hook has run")
+              != std::string::npos);
     }
 
     TEST_CASE("the hook's command line: --help, --version, too few arguments, a bad XML, an opted-out domain")

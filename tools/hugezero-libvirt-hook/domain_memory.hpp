@@ -154,6 +154,9 @@ inline void check_backing(xmlXPathContext& c)
 // The host node of guest cell @p cell: its <memnode>, else the domain's <memory nodeset>, else 0.
 inline unsigned host_node(xmlXPathContext& c, const std::string& cell)
 {
+    if (first(c, "/domain/numatune/memory/@placement") == std::optional<std::string>("auto"))
+        throw domain_error("<numatune><memory placement='auto'/>: numad chooses the host node after the hook has run; "
+                           "bind each guest cell to one node instead (<memnode cellid=... nodeset=N/>)");
     if (const auto set = first(c, "/domain/numatune/memnode[@cellid='" + cell + "']/@nodeset"))
         return single_node(*set, "guest cell " + cell);
     if (const auto set = first(c, "/domain/numatune/memory/@nodeset"))
@@ -164,17 +167,18 @@ inline unsigned host_node(xmlXPathContext& c, const std::string& cell)
 inline void read_backends(xmlXPathContext& c, domain_memory& d)
 {
     std::uint64_t devices = 0;
+    unsigned index = 0;
     for (const xmlNodePtr mem : select(c, "/domain/devices/memory")) {
         const std::string model = first(c, "@model", mem).value_or("?");
         if (model != "dimm")
             throw domain_error("memory device of model " + model + ": the hook leases dimm devices only");
-        const auto alias = first(c, "alias/@name", mem);
-        if (!alias)
-            throw domain_error("a memory device without <alias>: libvirt names it before the start hook runs");
+        // libvirt names the devices after the prepare hook: by then the alias is the index's.
+        const std::string alias = first(c, "alias/@name", mem).value_or("dimm" + std::to_string(index++));
         const std::uint64_t bytes = bytes_of(first(c, "target/size", mem).value_or(""), first(c, "target/size/@unit", mem).value_or("KiB"),
-                                             "memory device " + *alias);
+                                             "memory device " + alias);
         const std::string cell = first(c, "target/node", mem).value_or("0");
-        d.backends.push_back({*alias, host_node(c, cell), bytes});
+        const auto own = first(c, "source/nodemask", mem);
+        d.backends.push_back({alias, own ? single_node(*own, "memory device " + alias) : host_node(c, cell), bytes});
         devices += bytes;
     }
     const auto cells = select(c, "/domain/cpu/numa/cell");

@@ -3,7 +3,7 @@
 //
 //   hugezero/1 acquire node=0 page=2M bytes=8589934592 name=vm-7 max_cold=0
 //   hugezero/1 acquire node=0 page=2M bytes=1073741824 name=libvirt-UUID-ram-node0 detach=libvirt-UUID
-//              owner=64055:64055 mode=0600 place=/dev/hugepages/libvirt/qemu/3-vm/ram-node0
+//              owner=64055:64055 mode=0600 place=/dev/hugepages/libvirt/libvirt/qemu/3-vm/ram-node0
 //   hugezero/1 release lease=3
 //   hugezero/1 release tag=libvirt-UUID
 //   hugezero/1 status
