@@ -8,18 +8,23 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hugezerod/listeners.hpp"
 #include "protocol/client.hpp"
@@ -40,6 +45,38 @@ inline std::string file_text(const std::filesystem::path& p)
 
 /// Fetches @p path over HTTP from the Unix stream socket @p socket; returns the body (empty
 /// on failure).
+/// Runs @p ask (a client's requests) in a child process of uid and gid @p id: "served" if it
+/// returned, the daemon's refusal as "<errno> <message>", or "setuid failed".
+inline std::string asked_as(unsigned id, const std::function<void()>& ask)
+{
+    int result[2];
+    if (::pipe2(result, O_CLOEXEC) != 0)
+        throw std::system_error(errno, std::system_category(), "pipe2");
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::close(result[0]);
+        std::string answer = "setuid failed";
+        if (::setgid(id) == 0 && ::setuid(id) == 0) {
+            try {
+                ask();
+                answer = "served";
+            } catch (const hugezerod::client_error& e) {
+                answer = std::to_string(e.code()) + " " + e.what();
+            }
+        }
+        (void)!::write(result[1], answer.data(), answer.size());
+        ::_exit(0);
+    }
+    ::close(result[1]);
+    std::string answer;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(result[0], buffer, sizeof buffer)) > 0;)
+        answer.append(buffer, static_cast<std::size_t>(n));
+    ::close(result[0]);
+    ::waitpid(child, nullptr, 0);
+    return answer;
+}
+
 inline std::string http_get(const std::string& socket, const std::string& path = "/metrics")
 {
     try {

@@ -250,31 +250,7 @@ TEST_SUITE("daemon")
             return;
         daemon_process d(small_reservoir);
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
-        int result[2];
-        REQUIRE(::pipe2(result, O_CLOEXEC) == 0);
-        const pid_t child = ::fork();
-        if (child == 0) {
-            ::close(result[0]);
-            std::string answer = "setuid failed";
-            if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
-                try {
-                    hugezerod::client c(d.socket());
-                    (void)c.status();
-                    answer = "served";
-                } catch (const hugezerod::client_error& e) {
-                    answer = std::to_string(e.code()) + " " + e.what();
-                }
-            }
-            (void)!::write(result[1], answer.data(), answer.size());
-            ::_exit(0);
-        }
-        ::close(result[1]);
-        std::string answer;
-        char buffer[512];
-        for (ssize_t n; (n = ::read(result[0], buffer, sizeof buffer)) > 0;)
-            answer.append(buffer, static_cast<std::size_t>(n));
-        ::close(result[0]);
-        ::waitpid(child, nullptr, 0);
+        const std::string answer = hugezero::test::asked_as(65534, [&] { (void)hugezerod::client(d.socket()).status(); });
         CHECK(answer.rfind(std::to_string(EACCES) + " ", 0) == 0);
         CHECK_MESSAGE(answer.find("uid 65534 is not allowed by " + d.config_path()) != std::string::npos, answer);
         CHECK(hugezero::test::metric(d.metrics(), "hugezerod_connections_refused_total") == 1);

@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon/daemon_process.hpp"
@@ -67,37 +66,6 @@ struct stat lstat_of(const std::filesystem::path& p)
     struct stat st {};
     REQUIRE_MESSAGE(::lstat(p.c_str(), &st) == 0, p);
     return st;
-}
-
-// @p r asked by a process of uid 65534: its error code and sentence, or "granted".
-std::string asked_as_nobody(const std::string& socket, const protocol::acquire_request& r)
-{
-    int result[2];
-    REQUIRE(::pipe2(result, O_CLOEXEC) == 0);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        std::string answer = "setuid failed";
-        if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
-            try {
-                hugezerod::client c(socket);
-                (void)c.acquire(r);
-                answer = "granted";
-            } catch (const hugezerod::client_error& e) {
-                answer = std::to_string(e.code()) + " " + e.what();
-            }
-        }
-        (void)!::write(result[1], answer.data(), answer.size());
-        ::_exit(0);
-    }
-    ::close(result[1]);
-    std::string answer;
-    char buffer[512];
-    for (ssize_t n; (n = ::read(result[0], buffer, sizeof buffer)) > 0;)
-        answer.append(buffer, static_cast<std::size_t>(n));
-    ::close(result[0]);
-    ::waitpid(child, nullptr, 0);
-    return answer;
 }
 
 } // namespace
@@ -191,7 +159,7 @@ TEST_SUITE("daemon")
         {
             placing_daemon p("allow_users = root 65534\n");
             daemon_process& d = *p.daemon;
-            const auto as_nobody = asked_as_nobody(d.socket(), detached("a", (p.ram / "domain" / "a").string()));
+            const auto as_nobody = hugezero::test::asked_as(65534, [&] { (void)hugezerod::client(d.socket()).acquire(detached("a", (p.ram / "domain" / "a").string())); });
             CHECK_MESSAGE(as_nobody.rfind(std::to_string(EPERM) + " hugezerod: uid 65534 is not among admin_users of ", 0) == 0, as_nobody);
             hugezerod::client hook(d.socket());
             const auto refused = [&](protocol::acquire_request r) -> std::pair<int, std::string> {
