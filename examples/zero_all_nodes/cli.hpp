@@ -56,6 +56,7 @@ Output:
   --json                     print one JSON object on stdout at the end
   --quiet                    no progress on stderr (shown only when stderr is a terminal)
   --help                     this text
+  --version                  print the version and exit
 
 SIZE is 2M, 2048kB, 1G, 1048576kB (binary units); DURATION is 150us, 70ms, 1s (also ns, min).
 
@@ -80,6 +81,7 @@ struct options {
     bool json = false;
     bool quiet = false;
     bool help = false;
+    bool version = false;
 };
 
 using hugezero_tools::parse_duration; // "150us", "70ms", "1s"
@@ -150,6 +152,9 @@ inline options parse_arguments(const std::vector<std::string>& args)
         if (name == "--help" || name == "-h") {
             flag();
             o.help = true;
+        } else if (name == "--version") {
+            flag();
+            o.version = true;
         } else if (name == "--simulate") {
             flag();
             o.simulate = true;

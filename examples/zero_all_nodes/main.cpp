@@ -124,6 +124,10 @@ int main(int argc, char** argv)
         std::cout << zero_all_nodes::usage_text;
         return exit_complete;
     }
+    if (o.version) {
+        std::cout << "zero_all_nodes " << hugezero::version_string << '\n';
+        return exit_complete;
+    }
     // SIGINT and SIGTERM are blocked before any thread starts (threads inherit the mask) and
     // read from a signalfd by the main loop, which then stops the workers in an orderly way.
     sigset_t stop_signals;

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <string>
 
 #include "hugezerod/config_file.hpp"
@@ -175,5 +177,41 @@ TEST_SUITE("daemon")
         const auto memfd = check((dir.path() / "ram").string(), "");
         CHECK(memfd.exit_code == 2);
         CHECK(memfd.err.find("is on no named reservoir's mount") != std::string::npos);
+    }
+
+    TEST_CASE("hugezerod.conf(5) documents every key of each section, and no other")
+    {
+        // The man page's source lists each key as a line "*key*" under "## [section]".
+        std::ifstream page(std::string(HUGEZERO_SOURCE_DIR) + "/docs/man/hugezerod.conf.5.scd");
+        REQUIRE(page);
+        std::map<std::string, std::set<std::string>> documented;
+        std::string section, line;
+        while (std::getline(page, line)) {
+            if (line.rfind("## [", 0) == 0)
+                section = line.substr(3);
+            else if (line.rfind("# ", 0) == 0)
+                section.clear();
+            else if (!section.empty() && line.size() > 2 && line.front() == '*' && line.back() == '*')
+                documented[section].insert(line.substr(1, line.size() - 2));
+        }
+        hugezerod::config c;
+        hugezero::pool_options pool;
+        hugezero::reservoir_options reservoir;
+        const auto joined = [](const std::set<std::string>& keys) {
+            std::string out;
+            for (const auto& key : keys)
+                out += key + ' ';
+            return out;
+        };
+        const auto names = [&](const auto& keys) {
+            std::set<std::string> out;
+            for (const auto& [key, set] : keys)
+                out.insert(key);
+            return joined(out);
+        };
+        CHECK(joined(documented["[daemon]"]) == names(hugezerod::detail_config::daemon_keys(c)));
+        CHECK(joined(documented["[pool]"]) == names(hugezerod::detail_config::pool_keys(pool)));
+        CHECK(joined(documented["[reservoir]"]) == names(hugezerod::detail_config::reservoir_keys(reservoir)));
+        CHECK(documented.size() == 3);
     }
 }

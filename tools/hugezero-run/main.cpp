@@ -30,6 +30,7 @@
 #include <CLI/CLI.hpp>
 
 #include <hugezero/page_size.hpp>
+#include <hugezero/version.hpp>
 
 #include "common/units.hpp"
 #include "protocol/client.hpp"
@@ -59,7 +60,7 @@ void place(int fd, int number, const char* what)
 
 int main(int argc, char** argv)
 {
-    CLI::App app{"hugezero-run: runs a command on a lease of pre-zeroed huge-page memory from hugezerod (docs/daemon.md)"};
+    CLI::App app{"hugezero-run: runs a command on a lease of pre-zeroed huge-page memory from hugezerod (man hugezero-run)"};
     std::string socket = hugezerod::protocol::default_socket, size_text, page_text = "2M", name;
     unsigned node = 0;
     int lease_fd = 3;
@@ -86,6 +87,7 @@ int main(int argc, char** argv)
     app.add_option("--timeout", timeout_text, "give up when the daemon has not answered within this long (a cold lease takes time)")
         ->capture_default_str();
     app.add_option("command", command, "the command and its arguments ({fd}, {path}, {bytes} substituted)")->required();
+    app.set_version_flag("--version", std::string("hugezero-run ") + hugezero::version_string, "print the version and exit");
     app.allow_extras(false);
     try {
         app.parse(argc, argv);

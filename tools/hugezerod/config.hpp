@@ -1,4 +1,4 @@
-// hugezerod's configuration file (docs/daemon.md, "Configuration"): INI-style sections
+// hugezerod's configuration file (hugezerod.conf(5): docs/man/hugezerod.conf.5.scd): INI-style sections
 //
 //   [daemon]     socket, socket_mode, socket_group, metrics, allow_users, allow_groups, trusted_users,
 //                ready, max_clients, max_clients_per_user, max_leases_per_client, max_leases_per_user,

@@ -1,4 +1,4 @@
-// Reading hugezerod's configuration file (docs/daemon.md, "Configuration"), and checking it
+// Reading hugezerod's configuration file (hugezerod.conf(5): docs/man/hugezerod.conf.5.scd), and checking it
 // against the machine. Every error names the file, the line and the key:
 // "hugezerod.conf:12: target: ...".
 #ifndef HUGEZERO_TOOLS_HUGEZEROD_CONFIG_FILE_HPP

@@ -20,6 +20,7 @@
 #include <CLI/CLI.hpp>
 
 #include <hugezero/machine.hpp>
+#include <hugezero/version.hpp>
 
 #include "hugezerod/activation.hpp"
 #include "hugezerod/check_command.hpp"
@@ -75,7 +76,7 @@ int serve(hugezerod::config c, const std::function<void(hugezerod::config&)>& ov
 int main(int argc, char** argv)
 {
     CLI::App app{"hugezerod: keeps pre-zeroed huge-page memory ready and leases it to VMMs over a Unix socket "
-                 "(docs/daemon.md)"};
+                 "(man hugezerod, man hugezerod.conf)"};
     std::string config_file;
     std::optional<std::string> socket, metrics, ready;
     bool check_only = false;
@@ -92,6 +93,7 @@ int main(int argc, char** argv)
     status_command->add_flag("--json", json, "print JSON");
     status_command->add_flag("--wait", wait, "show progress until the reservoirs are filled (or held)");
     status_command->add_option("--timeout", timeout_text, "give up waiting after this long (default 10min)");
+    app.set_version_flag("--version", std::string("hugezerod ") + hugezero::version_string, "print the version and exit");
     app.require_subcommand(0, 1);
     try {
         app.parse(argc, argv);
