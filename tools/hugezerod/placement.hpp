@@ -94,8 +94,9 @@ inline std::optional<placement_error> set_owner(const hugezero::lease& l, const 
 /// Gives @p l's file back to the daemon's user (CAP_CHOWN), then mode 0600.
 inline void reset_owner(const hugezero::lease& l) noexcept
 {
-    (void)::fchown(l.fd(), ::geteuid(), ::getegid());
-    (void)::fchmod(l.fd(), 0600);
+    // Best effort: a given or placed lease is emptied, never served again, whoever owns it then.
+    [[maybe_unused]] const int owned = ::fchown(l.fd(), ::geteuid(), ::getegid());
+    [[maybe_unused]] const int moded = ::fchmod(l.fd(), 0600);
 }
 
 /// Links @p l's file (a named reservoir's) at @p path, which must be beneath one of @p allowed

@@ -65,6 +65,9 @@ public:
         loop_.watch(signals, "the signals", [this, signals](std::uint32_t) { on_signals(signals); });
         hooks_.log(level::info, "serving " + std::string(protocol::version) + " with " + std::to_string(config_.reservoirs.size())
                                     + " reservoirs" + (prezero_ ? " and the kernel's pre-zeroing" : ""));
+        if (config_.reservoirs.empty())
+            hooks_.log(level::warning, "no [reservoir] is configured: every lease is allocated and zeroed when asked for (cold), "
+                                       "on the VM's start path; add a [reservoir] to the configuration (man hugezerod.conf)");
         tick();
         loop_.run([this] { return stopping_; });
         hooks_.notify("STOPPING=1\nSTATUS=stopping: leases out stay valid in their holders");
@@ -99,7 +102,8 @@ private:
     void tick()
     {
         std::uint64_t expirations = 0;
-        (void)::read(timer_.get(), &expirations, sizeof expirations);
+        // Resets the timerfd; how many ticks were missed does not matter.
+        [[maybe_unused]] const auto got = ::read(timer_.get(), &expirations, sizeof expirations);
         const auto now = std::chrono::steady_clock::now();
         sessions_.tick(now);
         metrics_.tick(now);
