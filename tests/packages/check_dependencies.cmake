@@ -1,8 +1,9 @@
 # ctest case packages.one-list (cmake -DSOURCE_DIR=... -P): scripts/packages is the one list of
 # what hugezero builds with. Fails if a CMake file of the project looks for a dependency other
 # than through hugezero_find_dependency() (which names its Debian package from the list), if
-# such a call names something the list does not provide, or if the list provides something no
-# call looks for.
+# such a call names something the list does not provide, if the list provides something no
+# call looks for, if a line names a purpose scripts/install-packages does not know, or if a
+# Build-Depends of debian/control is not on the list with the purpose "package".
 cmake_minimum_required(VERSION 3.21)
 file(GLOB_RECURSE cmake_files RELATIVE ${SOURCE_DIR}
   ${SOURCE_DIR}/CMakeLists.txt ${SOURCE_DIR}/*/CMakeLists.txt ${SOURCE_DIR}/*.cmake)
@@ -30,8 +31,14 @@ foreach(file IN LISTS cmake_files)
 endforeach()
 list(APPEND looked_for cmake:PkgConfig) # looked for by every PKG_CONFIG dependency
 
+# The purposes scripts/install-packages knows (its line known=" ... all ").
+file(STRINGS ${SOURCE_DIR}/scripts/install-packages known_line REGEX "^known=\"")
+string(REGEX REPLACE "^known=\" *(.*) all *\"$" "\\1" known "${known_line}")
+string(REPLACE " " ";" known "${known}")
+list(JOIN known " " known_text)
 file(STRINGS ${SOURCE_DIR}/scripts/packages entries REGEX "^[^#]")
 set(provided "")
+set(for_packaging "")
 foreach(entry IN LISTS entries)
   string(REGEX REPLACE "[ \t]+" ";" fields "${entry}")
   list(LENGTH fields count)
@@ -45,10 +52,14 @@ foreach(entry IN LISTS entries)
     list(POP_BACK purposes)
   endif()
   foreach(purpose IN LISTS purposes)
-    if(NOT purpose MATCHES "^(demo|tools|tests|docs|fuzz|guest|fresh)$")
-      list(APPEND problems "scripts/packages: '${entry}': unknown purpose ${purpose} (scripts/install-packages knows demo tools tests docs fuzz guest fresh)")
+    if(NOT purpose IN_LIST known)
+      list(APPEND problems "scripts/packages: '${entry}': unknown purpose ${purpose} (scripts/install-packages knows ${known_text})")
     endif()
   endforeach()
+  if("package" IN_LIST purposes)
+    list(GET fields 0 package)
+    list(APPEND for_packaging ${package})
+  endif()
   if(last MATCHES "^(cmake|pkg-config):")
     list(APPEND provided ${last})
   endif()
@@ -63,6 +74,17 @@ endforeach()
 foreach(what IN LISTS provided)
   if(NOT what IN_LIST looked_for)
     list(APPEND problems "scripts/packages provides ${what}, which the build never looks for")
+  endif()
+endforeach()
+
+# debian/control's Build-Depends: the package names, without versions and alternatives' bars.
+file(READ ${SOURCE_DIR}/debian/control control)
+string(REGEX MATCH "\nBuild-Depends:([^\n]*(\n[ \t][^\n]*)*)" build_depends "${control}")
+string(REGEX REPLACE "\\([^)]*\\)|[ \t\n]" "" build_depends "${CMAKE_MATCH_1}")
+string(REPLACE "," ";" build_depends "${build_depends}")
+foreach(package IN LISTS build_depends)
+  if(package AND NOT package MATCHES "^debhelper-compat" AND NOT package IN_LIST for_packaging)
+    list(APPEND problems "debian/control builds with ${package}, which scripts/packages does not list for the purpose package")
   endif()
 endforeach()
 
