@@ -179,6 +179,26 @@ TEST_SUITE("daemon")
         CHECK(memfd.err.find("is on no named reservoir's mount") != std::string::npos);
     }
 
+    TEST_CASE("hugezerod --check warns when the node's free pages cannot cover a target, and when there is no reservoir")
+    {
+        hugezero::test::temp_dir dir;
+        const auto conf = (dir.path() / "big.conf").string();
+        // 1 TiB of 2 MiB pages: no test machine has that many free.
+        std::ofstream(conf) << "[daemon]\nsocket = /run/x.sock\n\n[reservoir]\nnode = 0\npage = 2M\ntarget = 1T\n";
+        const auto big = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", conf, "--check"});
+        CHECK_MESSAGE(big.exit_code == 0, big.err); // a warning: the pages may be reserved before the daemon starts
+        CHECK_MESSAGE(big.out.find(conf + ":4: warning: [reservoir] node0 2M: its target needs 524288 free pages, and the node has ")
+                          != std::string::npos,
+                      big.out);
+        CHECK(big.out.find("reserve ") != std::string::npos);
+        std::ofstream(conf) << "[daemon]\nsocket = /run/x.sock\n";
+        const auto none = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", conf, "--check"});
+        CHECK(none.exit_code == 0);
+        CHECK_MESSAGE(none.out.find(conf + ": warning: no [reservoir]: every lease will be allocated and zeroed when asked for (cold)")
+                          != std::string::npos,
+                      none.out);
+    }
+
     TEST_CASE("hugezerod.conf(5) documents every key of each section, and no other")
     {
         // The man page's source lists each key as a line "*key*" under "## [section]".

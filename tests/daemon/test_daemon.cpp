@@ -166,7 +166,8 @@ TEST_SUITE("daemon")
         const auto text = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket()});
         CHECK(text.exit_code == 0);
         CHECK_MESSAGE(text.out.find(": filled, 1 clients, 0 leases, pre-zeroing ") != std::string::npos, text.out);
-        CHECK_MESSAGE(text.out.find("  node0 2048kB: 32/32 pages (100%), at_target, 0 leases out") != std::string::npos, text.out);
+        CHECK_MESSAGE(text.out.find("  node0 2M: 32/32 pages ready (100%), at_target, 0 leases out") != std::string::npos, text.out);
+        CHECK(text.err.empty()); // no warning: the reservoir is at its target
         const auto json = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket(), "--json", "--wait"});
         CHECK(json.exit_code == 0);
         CHECK_MESSAGE(json.out.find("\"target_pages\": 32") != std::string::npos, json.out);
@@ -176,6 +177,52 @@ TEST_SUITE("daemon")
         CHECK(none.err.find("none: cannot connect") != std::string::npos);
         CHECK(d.stop().exit_code == 0);
     }
+
+    TEST_CASE("a reservoir held short of its target is a warning in the log and in status, and status --wait exits 1 saying what to do")
+    {
+        // Free pages, and a floor no node can keep: the refill holds at once, and takes no page.
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d("[reservoir]\nnode = 0\npage = 2M\ntarget = 8M\nfloor_pages = 100000000\n");
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        const std::string why = "node0 2M: 0/4 pages ready: the refill stops where the node would keep fewer than floor_pages = "
+                                "100000000 free; reserve 4 more (echo $(($(cat "
+                                "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages) + 4)) > "
+                                "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages; 1G pages are best reserved "
+                                "at boot) or lower target, or floor_pages";
+        CHECK_MESSAGE(d.log().find("hugezerod: warning: " + why + "\n") != std::string::npos, d.log());
+        const auto text = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket()});
+        CHECK(text.exit_code == 0);
+        CHECK_MESSAGE(text.out.find("  node0 2M: 0/4 pages ready (0%), held_by_floor, ") != std::string::npos, text.out);
+        CHECK(text.err == "hugezerod status: warning: " + why + "\n");
+        const auto wait = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket(), "--wait", "--json"});
+        CHECK(wait.exit_code == 1);
+        CHECK(wait.err == "hugezerod status: warning: " + why + "\nhugezerod status: 1 reservoirs settled short of their targets (above)\n");
+        CHECK(wait.out.find("\"state\": \"held_by_floor\"") != std::string::npos);
+        CHECK(d.stop().exit_code == 0);
+    }
+
+#ifdef HUGEZERO_C_CLIENT
+    TEST_CASE("the C client of examples/ gets a lease of warm zero pages, maps it and gives it back")
+    {
+        real_pages pages;
+        if (!pages.ok)
+            return;
+        daemon_process d(small_reservoir);
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        const auto run = hugezero::test::run_process({HUGEZERO_C_CLIENT, d.socket(), "4000000"});
+        CHECK_MESSAGE(run.exit_code == 0, run.err);
+        CHECK(run.out == "lease 1: 4194304 bytes, first and last byte 0 0\nhugezero/1 released lease=1 status=emptied\n");
+        const auto refused = hugezero::test::run_process({HUGEZERO_C_CLIENT, d.socket(), "0"});
+        CHECK(refused.exit_code == 1);
+        CHECK_MESSAGE(refused.err.find("hugezero/1 error EINVAL ") == 0, refused.err);
+        const auto none = hugezero::test::run_process({HUGEZERO_C_CLIENT, (d.dir() / "none").string()});
+        CHECK(none.exit_code == 1);
+        CHECK(none.err.find("none: No such file or directory") != std::string::npos);
+        CHECK(d.stop().exit_code == 0);
+    }
+#endif
 
     TEST_CASE("the metrics agree with the pool's statistics and with what the clients did")
     {

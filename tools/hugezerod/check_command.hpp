@@ -12,6 +12,7 @@
 
 #include "hugezerod/config_file.hpp"
 #include "hugezerod/listeners.hpp"
+#include "hugezerod/shortfall.hpp"
 
 namespace hugezerod {
 
@@ -32,6 +33,28 @@ inline void check_place_directories(const config& c)
         if (!shared)
             throw config_error(c.file + ": place_directories: " + dir + " is on no named reservoir's mount: a lease is placed "
                                + "as a second link to a reservoir's file, so put it on the hugetlbfs of a reservoir's directory");
+    }
+}
+
+/// Warns (on stdout, with the summary) where this machine's free huge pages cannot fill a
+/// reservoir of @p c now, or where there is no reservoir at all.
+inline void warn_uncovered_targets(const config& c, const hugezero::machine& m)
+{
+    if (c.reservoirs.empty())
+        std::cout << c.file << ": warning: no [reservoir]: every lease will be allocated and zeroed when asked for (cold), on "
+                  << "the VM's start path (man hugezerod.conf)\n";
+    for (const auto& r : c.reservoirs) {
+        const hugezero::hstate& h = r.options.which;
+        const std::uint64_t page = h.size.bytes();
+        const std::uint64_t needed = (r.options.target_bytes + page - 1) / page + r.options.floor_pages;
+        const std::uint64_t free = m.available(h);
+        if (free >= needed)
+            continue;
+        const auto node = static_cast<unsigned>(h.node.value());
+        std::cout << c.file << ":" << r.line << ": warning: [reservoir] node" << node << " " << protocol::page_word(h.size)
+                  << (r.options.floor_pages != 0 ? ": its target and floor_pages need " : ": its target needs ") << needed
+                  << " free pages, and the node has " << free << " now (pages a running hugezerod holds are not free): "
+                  << reserve_advice(node, h.size, needed - free) << '\n';
     }
 }
 
@@ -67,6 +90,7 @@ inline int check_command(const config& c)
             std::cout << c.file << ":" << r.line << ": warning: recycle = trusted-peers, but trusted_users is empty: "
                       << "every lease given back is emptied (list the users to trust in [daemon])\n";
     }
+    warn_uncovered_targets(c, m);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #define HUGEZERO_TOOLS_HUGEZEROD_READINESS_HPP
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cstdint>
 #include <sstream>
@@ -16,6 +17,7 @@
 
 #include "hugezerod/config.hpp"
 #include "hugezerod/logging.hpp"
+#include "hugezerod/shortfall.hpp"
 #include "protocol/errno_names.hpp"
 #include "protocol/replies.hpp"
 
@@ -96,6 +98,7 @@ public:
         for (const auto& s : reservoirs) {
             if (s.target_pages == 0 && s.leases_served == 0)
                 continue;
+            warn_when_held(s);
             settled_now = settled_now && settled(s);
             std::ostringstream part;
             part << (levels.empty() ? "" : "; ") << to_string(s.which) << " " << s.ready_pages << "/" << s.target_pages << " pages, "
@@ -129,10 +132,27 @@ public:
     }
 
 private:
+    /// Logs a warning, with what to do, when @p s comes to be held short of its target (no free
+    /// pages, the floor, failures): once each time its state changes to one of those.
+    void warn_when_held(const hugezero::reservoir_statistics& s)
+    {
+        const std::string state = protocol::word(s.state);
+        std::string& last = last_state_[s.which];
+        if (state == last)
+            return;
+        last = state;
+        const std::string why = shortfall({static_cast<unsigned>(s.which.node.value()), s.which.size, state, s.target_pages,
+                                           s.ready_pages, s.floor_pages,
+                                           s.last_error ? protocol::errno_name(s.last_error.value()) : std::string("none")});
+        if (!why.empty())
+            hooks_.log(level::warning, why);
+    }
+
     ready_when when_;
     const server_hooks& hooks_;
     bool ready_sent_ = false;
     std::string last_status_;
+    std::map<hugezero::hstate, std::string> last_state_; ///< Each reservoir's state when last looked at.
 };
 
 } // namespace hugezerod

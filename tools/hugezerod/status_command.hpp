@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/units.hpp"
+#include "hugezerod/shortfall.hpp"
 #include "protocol/client.hpp"
 
 namespace hugezerod {
@@ -33,21 +34,51 @@ inline nlohmann::json as_json(const std::map<std::string, std::string>& words)
 
 inline bool all_settled(const protocol::status_reply& s) { return s.daemon.count("filled") != 0 && s.daemon.at("filled") == "1"; }
 
+inline std::uint64_t number(const std::map<std::string, std::string>& r, const char* key)
+{
+    const auto it = r.find(key);
+    return it == r.end() ? 0 : hugezero_tools::parse_number(it->second).value_or(0);
+}
+
+/// A status line's levels (the words the daemon sent).
+inline reservoir_levels levels(const std::map<std::string, std::string>& r)
+{
+    const auto get = [&](const char* k) { return r.count(k) != 0 ? r.at(k) : std::string("?"); };
+    return {static_cast<unsigned>(number(r, "node")), hugezero::page_size::from_kib(number(r, "page_kib")), get("state"),
+            number(r, "target_pages"), number(r, "ready_pages"), number(r, "floor_pages"), get("last_error")};
+}
+
+/// One reservoir: its levels, the pages being filled counted in its progress.
 inline std::string reservoir_line(const std::map<std::string, std::string>& r)
 {
     const auto get = [&](const char* k) { return r.count(k) != 0 ? r.at(k) : std::string("?"); };
-    const double target = std::stod(get("target_pages") == "?" ? "0" : get("target_pages"));
-    const double ready = std::stod(get("ready_pages") == "?" ? "0" : get("ready_pages"));
+    const reservoir_levels l = levels(r);
+    const std::uint64_t filling = number(r, "filling_pages");
+    const double done = static_cast<double>(l.ready_pages + filling);
     char percent[16];
-    std::snprintf(percent, sizeof percent, "%.0f%%", target > 0 ? 100.0 * ready / target : 100.0);
-    return "node" + get("node") + " " + get("page_kib") + "kB: " + get("ready_pages") + "/" + get("target_pages") + " pages ("
-           + percent + "), " + get("state") + ", " + get("leases_out") + " leases out, served " + get("warm_pages_served")
+    std::snprintf(percent, sizeof percent, "%.0f%%", l.target_pages > 0 ? std::min(100.0, 100.0 * done / static_cast<double>(l.target_pages)) : 100.0);
+    return "node" + get("node") + " " + protocol::page_word(l.page) + ": " + std::to_string(l.ready_pages) + "/"
+           + std::to_string(l.target_pages) + " pages ready" + (filling != 0 ? ", " + std::to_string(filling) + " being filled" : "")
+           + " (" + percent + "), " + get("state") + ", " + get("leases_out") + " leases out, served " + get("warm_pages_served")
            + " warm and " + get("cold_pages_served") + " cold pages";
+}
+
+/// Prints a warning for each reservoir held short of its target; how many.
+inline int warn_shortfalls(const protocol::status_reply& s)
+{
+    int held = 0;
+    for (const auto& r : s.reservoirs)
+        if (const std::string why = shortfall(levels(r)); !why.empty()) {
+            std::cerr << "hugezerod status: warning: " << why << '\n';
+            ++held;
+        }
+    return held;
 }
 
 } // namespace detail_status
 
-/// Prints the status of the daemon at @p socket; 1 if --wait timed out.
+/// Prints the status of the daemon at @p socket; with @p wait, 1 if the reservoirs did not fill
+/// (the timeout, or one held short of its target: the warning says why and what to do).
 inline int status_command(const std::string& socket, bool json, bool wait, std::chrono::nanoseconds timeout)
 {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -63,19 +94,23 @@ inline int status_command(const std::string& socket, bool json, bool wait, std::
         std::this_thread::sleep_for(std::chrono::milliseconds(500)); // a poll for a human, not a synchronisation
         s = c.status();
     }
+    const int held = detail_status::warn_shortfalls(s);
+    if (wait && held != 0)
+        std::cerr << "hugezerod status: " << held << " reservoirs settled short of their targets (above)\n";
+    const int exit_status = wait && held != 0 ? 1 : 0;
     if (json) {
         nlohmann::json out{{"daemon", detail_status::as_json(s.daemon)}, {"reservoirs", nlohmann::json::array()}};
         for (const auto& r : s.reservoirs)
             out["reservoirs"].push_back(detail_status::as_json(r));
         std::cout << out.dump(2) << '\n';
-        return 0;
+        return exit_status;
     }
     const auto get = [&](const char* k) { return s.daemon.count(k) != 0 ? s.daemon.at(k) : std::string("?"); };
     std::cout << "hugezerod " << get("version") << ": " << (detail_status::all_settled(s) ? "filled" : "filling") << ", " << get("clients")
               << " clients, " << get("leases") << " leases, pre-zeroing " << get("prezero") << '\n';
     for (const auto& r : s.reservoirs)
         std::cout << "  " << detail_status::reservoir_line(r) << '\n';
-    return 0;
+    return exit_status;
 }
 
 } // namespace hugezerod
