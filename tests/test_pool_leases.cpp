@@ -255,7 +255,7 @@ TEST_SUITE("pool-sim")
             CHECK(refused.error == std::error_code(EAGAIN, std::system_category()));
             CHECK(refused.message
                   == "hugezero: cannot lease 16MiB of node0/2MiB huge pages: the reservoir had 4 of its pages ready, and the 4 "
-                     "others would be cold (allocated and zeroed now), more than the 0 acquire_options::max_cold_pages allows "
+                     "others would be cold (allocated and zeroed now), more than the 0 cold pages allowed "
                      "(nothing was allocated): " + std::error_code(EAGAIN, std::system_category()).message());
             CHECK(t.kernel->file_stats().pages_allocated == allocated);
             CHECK(p.statistics(node0_2m).ready_pages == 4); // the file went back

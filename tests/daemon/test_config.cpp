@@ -124,7 +124,7 @@ TEST_SUITE("daemon")
             hugezerod::check_against(c, hugezero::machine::open());
             FAIL("a second reservoir for the same hstate was accepted");
         } catch (const hugezerod::config_error& e) {
-            CHECK(std::string(e.what()) == "m.conf:5: [reservoir]: a second reservoir for node0/2MiB (the first is at line 1)");
+            CHECK(std::string(e.what()) == "m.conf:5: [reservoir]: a second reservoir for node0/2M (the first is at line 1)");
         }
         const auto far = hugezerod::parse_config("[reservoir]\nnode = 4000\npage = 2M\n", "m.conf");
         CHECK_THROWS_WITH_AS(hugezerod::check_against(far, hugezero::machine::open()), doctest::Contains("m.conf:1: [reservoir]: "),
@@ -140,7 +140,7 @@ TEST_SUITE("daemon")
         std::ofstream(bad) << "[reservoir]\nnode = 0\npage = 2M\ntarget = lots\n";
         const auto ok = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", good, "--check"});
         CHECK(ok.exit_code == 0);
-        CHECK(ok.out.find("node0/2MiB: target 67108864 bytes") != std::string::npos);
+        CHECK(ok.out.find("node0/2M: target 64M") != std::string::npos);
         const auto refused = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", bad, "--check"});
         CHECK(refused.exit_code == 2);
         CHECK(refused.err == "hugezerod: error: " + bad + ":4: target: \"lots\": expected a size such as 8G, 512M or 1048576\n");
@@ -177,6 +177,27 @@ TEST_SUITE("daemon")
         const auto memfd = check((dir.path() / "ram").string(), "");
         CHECK(memfd.exit_code == 2);
         CHECK(memfd.err.find("is on no named reservoir's mount") != std::string::npos);
+    }
+
+    TEST_CASE("every error of a file is reported at once, a line each, and the keys under a refused header are not read")
+    {
+        try {
+            (void)hugezerod::parse_config("[daemon]\nsockte = /x\nmax_clients = 0\n[bogus]\nx = 1\n[pool]\nbatch = 0\n", "m.conf");
+            FAIL("no error");
+        } catch (const hugezerod::config_error& e) {
+            CHECK(std::string(e.what()).find("m.conf:2: sockte: unknown key in [daemon] (known: ") == 0);
+            CHECK(std::string(e.what()).find("\nm.conf:3: max_clients: \"0\": expected a number from 1 to 65536\n"
+                                             "m.conf:4: unknown section [bogus] (use [daemon], [pool] or [reservoir])\n"
+                                             "m.conf:7: batch: \"0\": must be at least one page")
+                  != std::string::npos);
+        }
+        hugezero::test::temp_dir dir;
+        const auto conf = (dir.path() / "two.conf").string();
+        std::ofstream(conf) << "[pool]\nbatch = 0\nretry_period = 5\n";
+        const auto check = hugezero::test::run_process({HUGEZERO_DAEMON, "--config", conf, "--check"});
+        CHECK(check.exit_code == 2);
+        CHECK(check.err == "hugezerod: error: " + conf + ":2: batch: \"0\": must be at least one page\nhugezerod: error: " + conf
+                               + ":3: retry_period: \"5\": a unit is required (ns, us, ms, s or min)\n");
     }
 
     TEST_CASE("hugezerod --check warns when the node's free pages cannot cover a target, and when there is no reservoir")

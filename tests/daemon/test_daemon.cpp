@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -192,6 +193,9 @@ TEST_SUITE("daemon")
                                 "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages; 1G pages are best reserved "
                                 "at boot) or lower target, or floor_pages";
         CHECK_MESSAGE(d.log().find("hugezerod: warning: " + why + "\n") != std::string::npos, d.log());
+        // Outside journald each line of the running daemon starts with the local time.
+        CHECK_MESSAGE(std::regex_search(d.log(), std::regex(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} hugezerod: serving )")),
+                      d.log());
         const auto text = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket()});
         CHECK(text.exit_code == 0);
         CHECK_MESSAGE(text.out.find("  node0 2M: 0/4 pages ready (0%), held_by_floor, ") != std::string::npos, text.out);
@@ -236,7 +240,7 @@ TEST_SUITE("daemon")
         auto b = c.acquire(two_mib(2 * mib, 0));
         const auto s = d.status().reservoirs.at(0);
         const std::string text = d.metrics();
-        const std::string labels = "{node=\"0\",page_size=\"2MiB\"}";
+        const std::string labels = "{node=\"0\",page_size=\"2M\"}";
         for (const std::string family : {"hugezero_reservoir_target_pages", "hugezero_reservoir_ready_pages", "hugezero_leases_out",
                                          "hugezero_leases_served_total", "hugezero_warm_pages_served_total"})
             CHECK_MESSAGE(text.find("# HELP " + family + " ") != std::string::npos, family);
@@ -368,7 +372,7 @@ TEST_SUITE("daemon")
             const double taken_back = hugezero::test::metric(text, "hugezerod_leases_taken_back_total").value_or(-1);
             const double undelivered = hugezero::test::metric(text, "hugezerod_leases_undelivered_total").value_or(-1);
             CHECK(granted == taken_back); // every lease handed over came back
-            CHECK(hugezero::test::metric(text, "hugezero_leases_served_total{node=\"0\",page_size=\"2MiB\"}") == granted + undelivered);
+            CHECK(hugezero::test::metric(text, "hugezero_leases_served_total{node=\"0\",page_size=\"2M\"}") == granted + undelivered);
             CHECK(granted >= 400); // points 2 to 4 had a lease
             CHECK(hugezero::test::metric(text, "hugezerod_leases_held") == 0);
             CHECK(d.stop().exit_code == 0);
@@ -453,7 +457,7 @@ TEST_SUITE("daemon")
         listener.reset();
         (void)notify.wait_for("READY=1", 30s);
         const std::string all = notify.all();
-        CHECK_MESSAGE(all.find("READY=1\nSTATUS=node0/2MiB 32/32 pages, at target; 0 clients, 0 leases") != std::string::npos, all);
+        CHECK_MESSAGE(all.find("READY=1\nSTATUS=node0/2M 32/32 pages, at target; 0 clients, 0 leases") != std::string::npos, all);
         CHECK_MESSAGE(!std::filesystem::exists(dir.path() / "unused.sock"), "it made a socket of its own");
         hugezerod::client c(activated);
         CHECK(c.status().reservoirs.at(0).at("target_pages") == "32");
@@ -491,7 +495,7 @@ TEST_SUITE("daemon")
                          {notify.env()}, "ready = listening\n");
         const std::string ready = notify.wait_for("READY=1", 30s);
         REQUIRE_FALSE(ready.empty());
-        CHECK_MESSAGE(ready.find("STATUS=node0/2MiB ") != std::string::npos, ready);
+        CHECK_MESSAGE(ready.find("STATUS=node0/2M ") != std::string::npos, ready);
         CHECK_MESSAGE(ready.find("/32 pages, ") != std::string::npos, ready);
         CHECK_MESSAGE(ready.find("32/32 pages") == std::string::npos, ready); // not filled yet
         CHECK(d.status().daemon.at("filled") == "0");
@@ -509,7 +513,7 @@ TEST_SUITE("daemon")
                                                       "readlink /proc/self/fd/{fd}; stat -L -c %s {path}; echo {bytes}"});
         CHECK_MESSAGE(ran.exit_code == 0, ran.err);
         CHECK(ran.out == "/memfd:hugezero-node0-2MiB (deleted)\n4194304\n4194304\n");
-        CHECK(ran.err == "hugezero-run: lease 1: 2 pages of 2048kB on node 0, 0 of them cold\n");
+        CHECK(ran.err == "hugezero-run: lease 1: 2 pages of 2M on node 0, 0 of them cold\n");
         const auto refused = hugezero::test::run_process({HUGEZERO_RUN, "--socket", d.socket(), "--size", "256M", "--", "/bin/true"});
         CHECK(refused.exit_code == 1);
         CHECK_MESSAGE(refused.err.find("hugezero-run: no lease of 256M on node 0: hugezerod: ") == 0, refused.err);
@@ -519,7 +523,7 @@ TEST_SUITE("daemon")
             {HUGEZERO_RUN, "--socket", d.socket(), "--size", "68M", "--allow-cold", "--", "/bin/sh", "-c", "exit 7"});
         CHECK(cold.exit_code == 7); // the command's own
         // The refill made files of the last lease's size (2 pages): most of these 34 pages are cold.
-        CHECK_MESSAGE(cold.err.find("34 pages of 2048kB on node 0, ") != std::string::npos, cold.err);
+        CHECK_MESSAGE(cold.err.find("34 pages of 2M on node 0, ") != std::string::npos, cold.err);
         CHECK_MESSAGE(cold.err.find(" of them cold (allocated and zeroed just now)") != std::string::npos, cold.err);
         const auto no_daemon = hugezero::test::run_process({HUGEZERO_RUN, "--socket", (d.dir() / "none").string(), "--size", "2M", "--", "/bin/true"});
         CHECK(no_daemon.exit_code == 1);

@@ -50,7 +50,9 @@ TEST_SUITE("daemon")
         const auto added = hugezerod::plan_reload(parsed(running), parsed(running + "[reservoir]\nnode = 0\npage = 1G\ntarget = 1G\n"));
         CHECK(added.refusal == "hugezerod.conf: adding or removing a [reservoir] needs a restart");
         const auto chunk = hugezerod::plan_reload(parsed(running), parsed(replaced(running, "chunk = 8M", "chunk = 16M")));
-        CHECK(chunk.refusal == "hugezerod.conf:6: [reservoir]: changing its node, page, chunk, cgroup, directory or recycle needs a restart");
+        CHECK(chunk.refusal
+              == "hugezerod.conf:6: [reservoir]: chunk: changing a reservoir's node, page, chunk, cgroup, directory or recycle needs a "
+                 "restart (systemctl restart hugezerod)");
         const auto page = hugezerod::plan_reload(parsed(running), parsed(replaced(running, "page = 2M", "page = 1G")));
         CHECK_FALSE(page.refusal.empty());
     }

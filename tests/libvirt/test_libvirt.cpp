@@ -151,7 +151,7 @@ TEST_SUITE("libvirt")
                                            std::chrono::seconds(120));
             REQUIRE_MESSAGE(booted, hugezero::test::file_text(host.console(d)));
             CHECK((holds(dir / "ram-node0", d.pattern) || holds(dir / "ram-node1", d.pattern)));
-            CHECK(hugezero::test::metric(host.daemon().metrics(), "hugezero_cold_pages_served_total{node=\"0\",page_size=\"2MiB\"}") == 0);
+            CHECK(hugezero::test::metric(host.daemon().metrics(), "hugezero_cold_pages_served_total{node=\"0\",page_size=\"2M\"}") == 0);
 
             host.restart_libvirtd();
             CHECK(trimmed(host.virsh({"domstate", d.name}).out) == "running");
@@ -163,7 +163,7 @@ TEST_SUITE("libvirt")
             CHECK_FALSE(std::filesystem::exists(dir));
             check_no_lease_left(host);
             CHECK(host.virsh({"undefine", d.name}).exit_code == 0);
-            CHECK(wait_until([&] { return hugezero::test::metric(host.daemon().metrics(), "hugezero_leases_out{node=\"0\",page_size=\"2MiB\"}") == 0; }));
+            CHECK(wait_until([&] { return hugezero::test::metric(host.daemon().metrics(), "hugezero_leases_out{node=\"0\",page_size=\"2M\"}") == 0; }));
         } // the daemon stops and the mount goes, with the reservoir's files
         pages.check_none_lost();
     }
@@ -200,7 +200,7 @@ TEST_SUITE("libvirt")
             CHECK_MESSAGE(cold.err.find("hugezero: domain hz-too-big: start/begin: hugezerod: ") != std::string::npos, cold.err);
             CHECK(status_word(host, "detached") == "0");
             check_no_lease_left(host);
-            CHECK(wait_until([&] { return hugezero::test::metric(host.daemon().metrics(), "hugezero_leases_out{node=\"0\",page_size=\"2MiB\"}") == 0; }));
+            CHECK(wait_until([&] { return hugezero::test::metric(host.daemon().metrics(), "hugezero_leases_out{node=\"0\",page_size=\"2M\"}") == 0; }));
         }
         pages.check_none_lost();
     }

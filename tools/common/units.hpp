@@ -13,6 +13,9 @@
 #include <string>
 #include <string_view>
 
+#include <hugezero/hstate.hpp>
+#include <hugezero/page_size.hpp>
+
 namespace hugezero_tools {
 
 /// Parses a decimal number: digits only (no sign, no space), no overflow. Empty otherwise.
@@ -88,6 +91,25 @@ inline std::uint64_t parse_bytes(std::string_view text)
         throw std::invalid_argument("the size is too large");
     return value << shift;
 }
+
+/// @p bytes in the largest binary unit that writes it whole, as the configuration does: 8G,
+/// 512M, 2M, 64K; plain bytes otherwise.
+inline std::string size_text(std::uint64_t bytes)
+{
+    const char* units = "KMGTPE";
+    int unit = -1;
+    while (bytes != 0 && bytes % 1024 == 0 && unit < 5) {
+        bytes /= 1024;
+        ++unit;
+    }
+    return std::to_string(bytes) + (unit < 0 ? std::string() : std::string(1, units[unit]));
+}
+
+/// A page size as the configuration and the protocol write it: 2M, 1G.
+inline std::string page_text(hugezero::page_size page) { return size_text(page.bytes()); }
+
+/// A reservoir's node and page size as the daemon writes them everywhere: node0/2M.
+inline std::string hstate_text(const hugezero::hstate& h) { return "node" + std::to_string(h.node.value()) + "/" + page_text(h.size); }
 
 } // namespace hugezero_tools
 

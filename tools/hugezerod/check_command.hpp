@@ -5,11 +5,13 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <sys/stat.h>
 
 #include <hugezero/machine.hpp>
 
+#include "common/units.hpp"
 #include "hugezerod/config_file.hpp"
 #include "hugezerod/listeners.hpp"
 #include "hugezerod/shortfall.hpp"
@@ -20,10 +22,13 @@ namespace hugezerod {
 /// placed as a second link to its file: from another mount it cannot be).
 inline void check_place_directories(const config& c)
 {
+    std::vector<std::string> errors;
     for (const auto& dir : c.place_directories) {
         struct stat place {};
-        if (::stat(dir.c_str(), &place) != 0 || !S_ISDIR(place.st_mode))
-            throw config_error(c.file + ": place_directories: " + dir + " is not a directory (libvirt's memory_backing_dir: make it)");
+        if (::stat(dir.c_str(), &place) != 0 || !S_ISDIR(place.st_mode)) {
+            errors.push_back(c.file + ": place_directories: " + dir + " is not a directory (libvirt's memory_backing_dir: make it)");
+            continue;
+        }
         bool shared = false;
         for (const auto& r : c.reservoirs) {
             struct stat reservoir {};
@@ -31,9 +36,10 @@ inline void check_place_directories(const config& c)
                                 && reservoir.st_dev == place.st_dev);
         }
         if (!shared)
-            throw config_error(c.file + ": place_directories: " + dir + " is on no named reservoir's mount: a lease is placed "
-                               + "as a second link to a reservoir's file, so put it on the hugetlbfs of a reservoir's directory");
+            errors.push_back(c.file + ": place_directories: " + dir + " is on no named reservoir's mount: a lease is placed "
+                             + "as a second link to a reservoir's file, so put it on the hugetlbfs of a reservoir's directory");
     }
+    throw_all(errors);
 }
 
 /// Warns (on stdout, with the summary) where this machine's free huge pages cannot fill a
@@ -59,30 +65,38 @@ inline void warn_uncovered_targets(const config& c, const hugezero::machine& m)
 }
 
 /// Checks @p c against this machine and prints a summary. @throws config_error naming the file,
-/// line and key of what is wrong.
+/// line and key of everything that is wrong, a line each.
 inline int check_command(const config& c)
 {
     const hugezero::machine m = hugezero::machine::open();
-    check_against(c, m);
+    std::vector<std::string> errors;
+    const auto keep = [&](const auto& check) {
+        try {
+            check();
+        } catch (const config_error& e) {
+            errors.emplace_back(e.what());
+        }
+    };
+    keep([&] { check_against(c, m); });
     if (c.metrics.rfind("tcp:", 0) == 0) {
         try {
             (void)tcp_address(c.metrics);
         } catch (const socket_error& e) {
-            throw config_error(c.file + ": metrics: " + e.what());
+            errors.push_back(c.file + ": metrics: " + e.what());
         }
     }
     for (const auto& r : c.reservoirs)
         for (const auto& dir : {r.options.cgroup, r.options.directory})
             if (!dir.empty() && !std::filesystem::is_directory(dir))
-                throw config_error(c.file + ":" + std::to_string(r.line) + ": [reservoir]: " + dir.string()
-                                              + " is not a directory");
-    check_place_directories(c);
+                errors.push_back(c.file + ":" + std::to_string(r.line) + ": [reservoir]: " + dir.string() + " is not a directory");
+    keep([&] { check_place_directories(c); });
+    throw_all(errors);
     std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
               << c.reservoirs.size() << " reservoirs\n";
     for (const auto& dir : c.place_directories)
         std::cout << "  leases may be placed beneath " << dir << " (admin_users only)\n";
     for (const auto& r : c.reservoirs) {
-        std::cout << "  " << hugezero::to_string(r.options.which) << ": target " << r.options.target_bytes << " bytes, floor "
+        std::cout << "  " << hugezero_tools::hstate_text(r.options.which) << ": target " << hugezero_tools::size_text(r.options.target_bytes) << ", floor "
                   << r.options.floor_pages << " pages" << (r.options.cgroup.empty() ? "" : ", cgroup " + r.options.cgroup.string())
                   << (r.options.directory.empty() ? "" : ", directory " + r.options.directory.string())
                   << (r.options.recycle ? ", recycles the leases of trusted_users" : "") << '\n';

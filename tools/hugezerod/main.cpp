@@ -61,7 +61,7 @@ int serve(hugezerod::config c, const std::function<void(hugezerod::config&)>& ov
     // server's metrics socket likewise); systemd's stays.
     const hugezerod::listening_socket socket_file({}, activated ? std::string() : c.socket);
     hugezerod::server_hooks hooks;
-    hooks.log = hugezerod::log_to_stderr;
+    hooks.log = [](hugezerod::level l, const std::string& message) { hugezerod::log_to_stderr(l, message, true); };
     hooks.notify = [](const std::string& text) { (void)sd_notify(0, text.c_str()); };
     hooks.overrides = overrides;
     {
@@ -118,7 +118,7 @@ int main(int argc, char** argv)
         overrides(c);
         return check_only ? hugezerod::check_command(c) : serve(std::move(c), overrides);
     } catch (const hugezerod::config_error& e) {
-        hugezerod::log_to_stderr(hugezerod::level::error, e.what());
+        hugezerod::log_to_stderr(hugezerod::level::error, e.what()); // a file's errors, a line each
         return 2;
     } catch (const std::invalid_argument& e) {
         hugezerod::log_to_stderr(hugezerod::level::error, e.what());

@@ -62,10 +62,10 @@ private:
 
 } // namespace detail_metrics
 
-/// The reservoir's labels: `node="0",page_size="2MiB"`.
+/// The reservoir's labels: `node="0",page_size="2M"` (the page as the configuration writes it).
 inline std::string reservoir_labels(const hugezero::reservoir_statistics& s)
 {
-    return "node=\"" + std::to_string(s.which.node.value()) + "\",page_size=\"" + to_string(s.which.size) + "\"";
+    return "node=\"" + std::to_string(s.which.node.value()) + "\",page_size=\"" + hugezero_tools::page_text(s.which.size) + "\"";
 }
 
 /// The metrics text for reservoirs @p reservoirs and the daemon's @p d.

@@ -15,6 +15,7 @@
 #include <hugezero/pool_statistics.hpp>
 #include <hugezero/version.hpp>
 
+#include "common/units.hpp"
 #include "hugezerod/config.hpp"
 #include "hugezerod/logging.hpp"
 #include "hugezerod/shortfall.hpp"
@@ -101,7 +102,7 @@ public:
             warn_when_held(s);
             settled_now = settled_now && settled(s);
             std::ostringstream part;
-            part << (levels.empty() ? "" : "; ") << to_string(s.which) << " " << s.ready_pages << "/" << s.target_pages << " pages, "
+            part << (levels.empty() ? "" : "; ") << hugezero_tools::hstate_text(s.which) << " " << s.ready_pages << "/" << s.target_pages << " pages, "
                  << s.state;
             levels += part.str();
         }

@@ -30,10 +30,16 @@ inline std::string restart_needed(const config& old, const config& fresh)
     for (std::size_t i = 0; i < fresh.reservoirs.size(); ++i) {
         const auto& a = fresh.reservoirs[i].options;
         const auto& b = old.reservoirs[i].options;
-        if (!(a.which == b.which) || a.cgroup != b.cgroup || a.directory != b.directory || a.chunk_bytes != b.chunk_bytes
-            || a.recycle != b.recycle)
-            return fresh.file + ":" + std::to_string(fresh.reservoirs[i].line)
-                   + ": [reservoir]: changing its node, page, chunk, cgroup, directory or recycle needs a restart";
+        std::string changed; // the keys, as the file names them
+        for (const auto& [differs, key] : {std::pair{a.which.node != b.which.node, "node"}, {a.which.size != b.which.size, "page"},
+                                           {a.chunk_bytes != b.chunk_bytes, "chunk"}, {a.cgroup != b.cgroup, "cgroup"},
+                                           {a.directory != b.directory, "directory"}, {a.recycle != b.recycle, "recycle"}})
+            if (differs)
+                changed += std::string(changed.empty() ? "" : ", ") + key;
+        if (!changed.empty())
+            return fresh.file + ":" + std::to_string(fresh.reservoirs[i].line) + ": [reservoir]: " + changed
+                   + ": changing a reservoir's node, page, chunk, cgroup, directory or recycle needs a restart "
+                   + "(systemctl restart hugezerod)";
     }
     return {};
 }

@@ -40,6 +40,7 @@
 #include <hugezero/node_id.hpp>
 #include <hugezero/page_size.hpp>
 
+#include "common/units.hpp"
 #include "protocol/words.hpp"
 
 namespace hugezerod::protocol {
@@ -284,15 +285,7 @@ inline std::string_view verb_of(const request& r)
 
 /// @p page in its shortest form (2M, 1G, 64K): never longer than what a request could say, so a
 /// request printed again still fits max_request.
-inline std::string page_word(hugezero::page_size page)
-{
-    const std::uint64_t kib = page.kib();
-    if (kib % (1U << 20) == 0)
-        return std::to_string(kib >> 20) + "G";
-    if (kib % 1024 == 0)
-        return std::to_string(kib >> 10) + "M";
-    return std::to_string(kib) + "K";
-}
+inline std::string page_word(hugezero::page_size page) { return hugezero_tools::page_text(page); }
 
 /// The text of @p r, as parse_request() reads it.
 inline std::string format(const request& r)

@@ -92,7 +92,7 @@ inline std::string too_cold_reason(std::uint64_t ready, std::uint64_t missing, s
 {
     return "the reservoir had " + std::to_string(ready) + " of its pages ready, and the " + std::to_string(missing)
            + " others would be cold (allocated and zeroed now), more than the " + std::to_string(allowed)
-           + " acquire_options::max_cold_pages allows (nothing was allocated)";
+           + " cold pages allowed (nothing was allocated)";
 }
 
 /// The setting failure of a refill worker that could not bind its memory to @p node.
