@@ -166,7 +166,7 @@ TEST_SUITE("daemon")
         REQUIRE_MESSAGE(d.wait_ready(), d.log());
         const auto text = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket()});
         CHECK(text.exit_code == 0);
-        CHECK_MESSAGE(text.out.find(": filled, 1 clients, 0 leases, pre-zeroing ") != std::string::npos, text.out);
+        CHECK_MESSAGE(text.out.find(": filled, 1 client, 0 leases, pre-zeroing ") != std::string::npos, text.out);
         CHECK_MESSAGE(text.out.find("  node0 2M: 32/32 pages ready (100%), at_target, 0 leases out") != std::string::npos, text.out);
         CHECK(text.err.empty()); // no warning: the reservoir is at its target
         const auto json = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket(), "--json", "--wait"});
@@ -202,7 +202,7 @@ TEST_SUITE("daemon")
         CHECK(text.err == "hugezerod status: warning: " + why + "\n");
         const auto wait = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket(), "--wait", "--json"});
         CHECK(wait.exit_code == 1);
-        CHECK(wait.err == "hugezerod status: warning: " + why + "\nhugezerod status: 1 reservoirs settled short of their targets (above)\n");
+        CHECK(wait.err == "hugezerod status: warning: " + why + "\nhugezerod status: 1 reservoir settled short of its target (above)\n");
         CHECK(wait.out.find("\"state\": \"held_by_floor\"") != std::string::npos);
         CHECK(d.stop().exit_code == 0);
     }

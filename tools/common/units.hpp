@@ -105,6 +105,12 @@ inline std::string size_text(std::uint64_t bytes)
     return std::to_string(bytes) + (unit < 0 ? std::string() : std::string(1, units[unit]));
 }
 
+/// @p n and @p noun, singular for one: "1 lease", "2 leases", "0 clients".
+inline std::string count_text(std::uint64_t n, std::string_view noun)
+{
+    return std::to_string(n) + " " + std::string(noun) + (n == 1 ? "" : "s");
+}
+
 /// A page size as the configuration and the protocol write it: 2M, 1G.
 inline std::string page_text(hugezero::page_size page) { return size_text(page.bytes()); }
 

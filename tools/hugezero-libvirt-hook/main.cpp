@@ -92,7 +92,7 @@ void give_back(const hugezero_libvirt::domain_memory& d, hugezerod::client& daem
 {
     const auto r = daemon.release_tag(d.tag());
     if (r.leases > 0)
-        std::cerr << "hugezero: domain " << d.name << ": " << r.leases << " leases given back (" << r.status << ")\n";
+        std::cerr << "hugezero: domain " << d.name << ": " << hugezero_tools::count_text(r.leases, "lease") << " given back (" << r.status << ")\n";
 }
 
 // Leases every backend of @p d, placed in its directory; on any failure gives back those made.

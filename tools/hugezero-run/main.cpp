@@ -118,7 +118,7 @@ int main(int argc, char** argv)
         hugezerod::granted_lease g = c.acquire(r);
         const auto& info = g.info;
         if (!quiet)
-            std::cerr << "hugezero-run: lease " << info.id << ": " << info.pages << " pages of " << hugezero_tools::size_text(info.page_kib * 1024) << " on node "
+            std::cerr << "hugezero-run: lease " << info.id << ": " << hugezero_tools::count_text(info.pages, "page") << " of " << hugezero_tools::size_text(info.page_kib * 1024) << " on node "
                       << info.node << ", " << info.cold << " of them cold" << (info.cold > 0 ? " (allocated and zeroed just now)" : "")
                       << (info.path.empty() ? "" : ", " + info.path) << '\n';
         if (!full_connection) {

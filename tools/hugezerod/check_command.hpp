@@ -92,7 +92,7 @@ inline int check_command(const config& c)
     keep([&] { check_place_directories(c); });
     throw_all(errors);
     std::cout << c.file << ": ok: socket " << c.socket << ", metrics " << (c.metrics.empty() ? "off" : c.metrics) << ", "
-              << c.reservoirs.size() << " reservoirs\n";
+              << hugezero_tools::count_text(c.reservoirs.size(), "reservoir") << '\n';
     for (const auto& dir : c.place_directories)
         std::cout << "  leases may be placed beneath " << dir << " (admin_users only)\n";
     for (const auto& r : c.reservoirs) {

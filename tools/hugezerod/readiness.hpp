@@ -107,7 +107,7 @@ public:
             levels += part.str();
         }
         const std::string status = "STATUS=" + (levels.empty() ? std::string("no reservoirs") : levels) + "; "
-                                 + std::to_string(clients) + " clients, " + std::to_string(leases) + " leases";
+                                 + hugezero_tools::count_text(clients, "client") + ", " + hugezero_tools::count_text(leases, "lease");
         if (!ready_sent_ && (when_ == ready_when::listening || settled_now)) {
             ready_sent_ = true;
             hooks_.notify("READY=1\n" + status);

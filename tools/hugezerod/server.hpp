@@ -63,15 +63,17 @@ public:
     void run(int signals)
     {
         loop_.watch(signals, "the signals", [this, signals](std::uint32_t) { on_signals(signals); });
-        hooks_.log(level::info, "serving " + std::string(protocol::version) + " with " + std::to_string(config_.reservoirs.size())
-                                    + " reservoirs" + (prezero_ ? " and the kernel's pre-zeroing" : ""));
+        hooks_.log(level::info, "serving " + std::string(protocol::version) + " with "
+                                    + hugezero_tools::count_text(config_.reservoirs.size(), "reservoir")
+                                    + (prezero_ ? " and the kernel's pre-zeroing" : ""));
         if (config_.reservoirs.empty())
             hooks_.log(level::warning, "no [reservoir] is configured: every lease is allocated and zeroed when asked for (cold), "
                                        "on the VM's start path; add a [reservoir] to the configuration (man hugezerod.conf)");
         tick();
         loop_.run([this] { return stopping_; });
         hooks_.notify("STOPPING=1\nSTATUS=stopping: leases out stay valid in their holders");
-        hooks_.log(level::info, "stopping: " + std::to_string(counters_.leases_held) + " leases out stay valid in their holders"
+        hooks_.log(level::info, "stopping: " + hugezero_tools::count_text(counters_.leases_held, "lease")
+                                    + (counters_.leases_held == 1 ? " out stays valid in its holder" : " out stay valid in their holders")
                                     + (counters_.leases_detached == 0 ? std::string()
                                                                       : ", " + std::to_string(counters_.leases_detached)
                                                                             + " detached leases too (the next daemon empties each once unused)"));

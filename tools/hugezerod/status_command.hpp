@@ -59,7 +59,7 @@ inline std::string reservoir_line(const std::map<std::string, std::string>& r)
     std::snprintf(percent, sizeof percent, "%.0f%%", l.target_pages > 0 ? std::min(100.0, 100.0 * done / static_cast<double>(l.target_pages)) : 100.0);
     return "node" + get("node") + " " + protocol::page_word(l.page) + ": " + std::to_string(l.ready_pages) + "/"
            + std::to_string(l.target_pages) + " pages ready" + (filling != 0 ? ", " + std::to_string(filling) + " being filled" : "")
-           + " (" + percent + "), " + get("state") + ", " + get("leases_out") + " leases out, served " + get("warm_pages_served")
+           + " (" + percent + "), " + get("state") + ", " + hugezero_tools::count_text(number(r, "leases_out"), "lease") + " out, served " + get("warm_pages_served")
            + " warm and " + get("cold_pages_served") + " cold pages";
 }
 
@@ -96,7 +96,8 @@ inline int status_command(const std::string& socket, bool json, bool wait, std::
     }
     const int held = detail_status::warn_shortfalls(s);
     if (wait && held != 0)
-        std::cerr << "hugezerod status: " << held << " reservoirs settled short of their targets (above)\n";
+        std::cerr << "hugezerod status: " << hugezero_tools::count_text(static_cast<std::uint64_t>(held), "reservoir")
+                  << (held == 1 ? " settled short of its target" : " settled short of their targets") << " (above)\n";
     const int exit_status = wait && held != 0 ? 1 : 0;
     if (json) {
         nlohmann::json out{{"daemon", detail_status::as_json(s.daemon)}, {"reservoirs", nlohmann::json::array()}};
@@ -106,8 +107,10 @@ inline int status_command(const std::string& socket, bool json, bool wait, std::
         return exit_status;
     }
     const auto get = [&](const char* k) { return s.daemon.count(k) != 0 ? s.daemon.at(k) : std::string("?"); };
-    std::cout << "hugezerod " << get("version") << ": " << (detail_status::all_settled(s) ? "filled" : "filling") << ", " << get("clients")
-              << " clients, " << get("leases") << " leases, pre-zeroing " << get("prezero") << '\n';
+    using hugezero_tools::count_text;
+    std::cout << "hugezerod " << get("version") << ": " << (detail_status::all_settled(s) ? "filled" : "filling") << ", "
+              << count_text(detail_status::number(s.daemon, "clients"), "client") << ", "
+              << count_text(detail_status::number(s.daemon, "leases"), "lease") << ", pre-zeroing " << get("prezero") << '\n';
     for (const auto& r : s.reservoirs)
         std::cout << "  " << detail_status::reservoir_line(r) << '\n';
     return exit_status;
