@@ -207,6 +207,21 @@ TEST_SUITE("daemon")
         CHECK(d.stop().exit_code == 0);
     }
 
+    TEST_CASE("a daemon without a reservoir says in its log and in status that every lease is cold")
+    {
+        daemon_process d("[pool]\nbatch = 16M\n");
+        REQUIRE_MESSAGE(d.wait_ready(), d.log());
+        CHECK_MESSAGE(d.log().find("hugezerod: warning: no [reservoir] is configured: every lease is allocated and zeroed when asked "
+                                   "for (cold), on the VM's start path")
+                          != std::string::npos,
+                      d.log());
+        const auto status = hugezero::test::run_process({HUGEZERO_DAEMON, "status", "--socket", d.socket(), "--wait"});
+        CHECK(status.exit_code == 0); // nothing to wait for
+        CHECK(status.err == "hugezerod status: warning: no reservoir is configured: every lease is allocated and zeroed when asked "
+                            "for (cold); add a [reservoir] to the configuration (man hugezerod.conf)\n");
+        CHECK(d.stop().exit_code == 0);
+    }
+
 #ifdef HUGEZERO_C_CLIENT
     TEST_CASE("the C client of examples/ gets a lease of warm zero pages, maps it and gives it back")
     {

@@ -66,6 +66,9 @@ inline std::string reservoir_line(const std::map<std::string, std::string>& r)
 /// Prints a warning for each reservoir held short of its target; how many.
 inline int warn_shortfalls(const protocol::status_reply& s)
 {
+    if (s.reservoirs.empty())
+        std::cerr << "hugezerod status: warning: no reservoir is configured: every lease is allocated and zeroed when asked for "
+                  << "(cold); add a [reservoir] to the configuration (man hugezerod.conf)\n";
     int held = 0;
     for (const auto& r : s.reservoirs)
         if (const std::string why = shortfall(levels(r)); !why.empty()) {
