@@ -57,7 +57,7 @@ inline void warn_uncovered_targets(const config& c, const hugezero::machine& m)
         if (free >= needed)
             continue;
         const auto node = static_cast<unsigned>(h.node.value());
-        std::cout << c.file << ":" << r.line << ": warning: [reservoir] node" << node << " " << protocol::page_word(h.size)
+        std::cout << c.file << ":" << r.line << ": warning: [reservoir] node" << node << " " << hugezero_tools::page_text(h.size)
                   << (r.options.floor_pages != 0 ? ": its target and floor_pages need " : ": its target needs ") << needed
                   << " free pages, and the node has " << free << " now (pages a running hugezerod holds are not free): "
                   << reserve_advice(node, h.size, needed - free) << '\n';

@@ -8,7 +8,7 @@
 
 #include <hugezero/page_size.hpp>
 
-#include "protocol/requests.hpp"
+#include "common/units.hpp"
 
 namespace hugezerod {
 
@@ -23,7 +23,7 @@ struct reservoir_levels {
     std::string last_error;     ///< An errno name, or "none".
 };
 
-/// The node's nr_hugepages file of @p l's page size.
+/// Node @p node's nr_hugepages file of @p page.
 inline std::string nr_hugepages_file(unsigned node, hugezero::page_size page)
 {
     return "/sys/devices/system/node/node" + std::to_string(node) + "/hugepages/hugepages-" + std::to_string(page.kib())
@@ -42,13 +42,13 @@ inline std::string reserve_advice(unsigned node, hugezero::page_size page, std::
 /// filling, quiet after a lease).
 inline std::string shortfall(const reservoir_levels& l)
 {
-    const std::string which = "node" + std::to_string(l.node) + " " + protocol::page_word(l.page) + ": "
+    const std::string which = "node" + std::to_string(l.node) + " " + hugezero_tools::page_text(l.page) + ": "
                             + std::to_string(l.ready_pages) + "/" + std::to_string(l.target_pages) + " pages ready";
     const std::uint64_t missing = l.target_pages > l.ready_pages ? l.target_pages - l.ready_pages : 0;
     if (missing == 0)
         return "";
     if (l.state == "out_of_pages")
-        return which + ", and the node has no free huge page of " + protocol::page_word(l.page) + " for the rest: "
+        return which + ", and the node has no free huge page of " + hugezero_tools::page_text(l.page) + " for the rest: "
                + reserve_advice(l.node, l.page, missing);
     if (l.state == "held_by_floor")
         return which + ": the refill stops where the node would keep fewer than floor_pages = " + std::to_string(l.floor_pages)

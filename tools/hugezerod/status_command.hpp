@@ -34,6 +34,14 @@ inline nlohmann::json as_json(const std::map<std::string, std::string>& words)
 
 inline bool all_settled(const protocol::status_reply& s) { return s.daemon.count("filled") != 0 && s.daemon.at("filled") == "1"; }
 
+/// The word @p key of a status line, "?" if the daemon did not send it.
+inline std::string text(const std::map<std::string, std::string>& r, const char* key)
+{
+    const auto it = r.find(key);
+    return it == r.end() ? std::string("?") : it->second;
+}
+
+/// The number @p key of a status line, 0 if absent or not a number.
 inline std::uint64_t number(const std::map<std::string, std::string>& r, const char* key)
 {
     const auto it = r.find(key);
@@ -43,21 +51,20 @@ inline std::uint64_t number(const std::map<std::string, std::string>& r, const c
 /// A status line's levels (the words the daemon sent).
 inline reservoir_levels levels(const std::map<std::string, std::string>& r)
 {
-    const auto get = [&](const char* k) { return r.count(k) != 0 ? r.at(k) : std::string("?"); };
-    return {static_cast<unsigned>(number(r, "node")), hugezero::page_size::from_kib(number(r, "page_kib")), get("state"),
-            number(r, "target_pages"), number(r, "ready_pages"), number(r, "floor_pages"), get("last_error")};
+    return {static_cast<unsigned>(number(r, "node")), hugezero::page_size::from_kib(number(r, "page_kib")), text(r, "state"),
+            number(r, "target_pages"), number(r, "ready_pages"), number(r, "floor_pages"), text(r, "last_error")};
 }
 
 /// One reservoir: its levels, the pages being filled counted in its progress.
 inline std::string reservoir_line(const std::map<std::string, std::string>& r)
 {
-    const auto get = [&](const char* k) { return r.count(k) != 0 ? r.at(k) : std::string("?"); };
+    const auto get = [&](const char* k) { return text(r, k); };
     const reservoir_levels l = levels(r);
     const std::uint64_t filling = number(r, "filling_pages");
     const double done = static_cast<double>(l.ready_pages + filling);
     char percent[16];
     std::snprintf(percent, sizeof percent, "%.0f%%", l.target_pages > 0 ? std::min(100.0, 100.0 * done / static_cast<double>(l.target_pages)) : 100.0);
-    return "node" + get("node") + " " + protocol::page_word(l.page) + ": " + std::to_string(l.ready_pages) + "/"
+    return "node" + get("node") + " " + hugezero_tools::page_text(l.page) + ": " + std::to_string(l.ready_pages) + "/"
            + std::to_string(l.target_pages) + " pages ready" + (filling != 0 ? ", " + std::to_string(filling) + " being filled" : "")
            + " (" + percent + "), " + get("state") + ", " + hugezero_tools::count_text(number(r, "leases_out"), "lease") + " out, served " + get("warm_pages_served")
            + " warm and " + get("cold_pages_served") + " cold pages";
@@ -109,7 +116,7 @@ inline int status_command(const std::string& socket, bool json, bool wait, std::
         std::cout << out.dump(2) << '\n';
         return exit_status;
     }
-    const auto get = [&](const char* k) { return s.daemon.count(k) != 0 ? s.daemon.at(k) : std::string("?"); };
+    const auto get = [&](const char* k) { return detail_status::text(s.daemon, k); };
     using hugezero_tools::count_text;
     std::cout << "hugezerod " << get("version") << ": " << (detail_status::all_settled(s) ? "filled" : "filling") << ", "
               << count_text(detail_status::number(s.daemon, "clients"), "client") << ", "

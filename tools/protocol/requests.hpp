@@ -283,17 +283,15 @@ inline std::string_view verb_of(const request& r)
     return verbs[r.index()];
 }
 
-/// @p page in its shortest form (2M, 1G, 64K): never longer than what a request could say, so a
-/// request printed again still fits max_request.
-inline std::string page_word(hugezero::page_size page) { return hugezero_tools::page_text(page); }
-
-/// The text of @p r, as parse_request() reads it.
+/// The text of @p r, as parse_request() reads it. The page is written in its shortest form
+/// (2M, 1G), never longer than a request could say it, so a printed request still fits
+/// max_request.
 inline std::string format(const request& r)
 {
     static_assert(std::variant_size_v<request> == 4, "a new verb needs its case here");
     std::string out(version);
     if (const auto* a = std::get_if<acquire_request>(&r)) {
-        out += " acquire node=" + std::to_string(a->node.value()) + " page=" + page_word(a->page) + " bytes=" + std::to_string(a->bytes);
+        out += " acquire node=" + std::to_string(a->node.value()) + " page=" + hugezero_tools::page_text(a->page) + " bytes=" + std::to_string(a->bytes);
         if (!a->name.empty())
             out += " name=" + a->name;
         if (a->max_cold_pages)
