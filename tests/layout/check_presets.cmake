@@ -1,0 +1,33 @@
+# The dev test preset runs none of the cases that another test preset exists to run on its own
+# (the guest suites, the debug kernel's): every label such a preset includes must be one the dev
+# preset excludes. CI once ran the debug kernel's 40 minutes inside the dev step for want of it.
+# Usage: cmake -DSOURCE_DIR=... -P check_presets.cmake
+file(READ "${SOURCE_DIR}/CMakePresets.json" presets)
+string(JSON count LENGTH "${presets}" testPresets)
+math(EXPR last "${count} - 1")
+set(dev_exclude "")
+set(included "")
+foreach(i RANGE ${last})
+  string(JSON name GET "${presets}" testPresets ${i} name)
+  string(JSON exclude ERROR_VARIABLE no_exclude GET "${presets}" testPresets ${i} filter exclude label)
+  string(JSON include ERROR_VARIABLE no_include GET "${presets}" testPresets ${i} filter include label)
+  if(name STREQUAL "dev" AND NOT no_exclude)
+    set(dev_exclude "${exclude}")
+  elseif(NOT no_include)
+    list(APPEND included "${name}:${include}")
+  endif()
+endforeach()
+if(dev_exclude STREQUAL "")
+  message(FATAL_ERROR "CMakePresets.json: the test preset dev excludes no label")
+endif()
+foreach(entry IN LISTS included)
+  string(REPLACE ":" ";" entry "${entry}")
+  list(GET entry 0 preset)
+  list(GET entry 1 label)
+  if(NOT label MATCHES "^(${dev_exclude})$")
+    message(FATAL_ERROR "CMakePresets.json: the test preset ${preset} runs label \"${label}\", which the "
+                        "dev preset does not exclude (\"${dev_exclude}\"): ctest --preset dev would run it too")
+  endif()
+endforeach()
+list(LENGTH included checked)
+message(STATUS "the dev preset excludes the labels of ${checked} other test presets")
